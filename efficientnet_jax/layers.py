@@ -1,0 +1,194 @@
+"""How a block computes: initialisers, depthwise convolution, squeeze-and-excitation, stochastic
+depth and the MBConv block. These modules know nothing of compound scaling (see `scaling.py`)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "swish": nn.silu,  # x * sigmoid(x), as the reference's tf.nn.swish
+    "relu6": nn.relu6,  # MobileNetV2
+    "relu": nn.relu,
+}
+
+DEPTHWISE_IMPLEMENTATIONS = ("auto", "xla", "shift")
+
+
+def conv_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    """normal(0, sqrt(2 / fan_out)) with fan_out = kh * kw * out_channels (reference
+    `conv_kernel_initializer`). Shape is Flax's (kh, kw, in, out)."""
+    kh, kw, _, out_channels = shape
+    return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / (kh * kw * out_channels))
+
+
+def depthwise_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    """The reference initialises depthwise kernels, TF shape (kh, kw, channels, 1), with the same rule,
+    so fan_out = kh * kw. Flax's variance scaling on our (kh, kw, 1, channels) layout would give
+    kh * kw * channels: a std about sqrt(channels) too small."""
+    kh, kw, _, _ = shape
+    return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / (kh * kw))
+
+
+def dense_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    """uniform(-1/sqrt(num_outputs), 1/sqrt(num_outputs)) (reference `dense_kernel_initializer`)."""
+    limit = 1.0 / math.sqrt(shape[1])
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def tf_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding along one axis: the odd pixel goes at the end (bottom/right)."""
+    output_size = -(-size // stride)
+    total = max((output_size - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_depthwise_implementation(implementation: str) -> str:
+    """'auto' picks per backend. On CPU, XLA's grouped convolution is an order of magnitude slower
+    than a sum of shifted per-channel multiplies (measured, see BENCHMARKS.md); accelerators have
+    dedicated depthwise kernels."""
+    if implementation not in DEPTHWISE_IMPLEMENTATIONS:
+        raise ValueError(
+            f"Unknown depthwise implementation {implementation!r}; valid: {DEPTHWISE_IMPLEMENTATIONS}."
+        )
+    if implementation == "auto":
+        return "shift" if jax.default_backend() == "cpu" else "xla"
+    return implementation
+
+
+def depthwise_conv_shift(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Depthwise convolution with TF SAME padding as a sum of kh*kw strided slices times per-channel
+    weights. `kernel` is (kh, kw, 1, C). Computes exactly what the grouped convolution computes."""
+    kh, kw, _, _ = kernel.shape
+    _, height, width, _ = x.shape
+    pad_h, pad_w = tf_same_padding(height, kh, stride), tf_same_padding(width, kw, stride)
+    x = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = x[:, i : i + span_h : stride, j : j + span_w : stride, :] * kernel[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv(nn.Module):
+    """kxk depthwise convolution, no bias. One parameter layout (kh, kw, 1, C), whatever the
+    implementation, so checkpoints do not depend on it."""
+
+    kernel_size: int
+    stride: int = 1
+    implementation: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param(
+            "kernel", depthwise_kernel_init, (self.kernel_size, self.kernel_size, 1, channels), jnp.float32
+        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if resolve_depthwise_implementation(self.implementation) == "shift":
+            return depthwise_conv_shift(x, kernel, self.stride)
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(self.stride, self.stride),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=channels,
+        )
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating: mean over H, W; 1x1 conv down to `reduced_filters` (computed by the caller
+    from the block's *input* filters, as the reference does) with the block's activation; 1x1 conv
+    back to the expanded width; sigmoid; multiply."""
+
+    reduced_filters: int
+    activation: str = "swish"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = functools.partial(nn.Conv, kernel_size=(1, 1), kernel_init=conv_kernel_init, dtype=self.dtype)
+        gate = jnp.mean(x, axis=(1, 2), keepdims=True)
+        gate = ACTIVATIONS[self.activation](conv(self.reduced_filters, name="reduce")(gate))
+        gate = conv(x.shape[-1], name="expand")(gate)
+        return x * nn.sigmoid(gate)
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole residual branch of each example with probability `rate` in training and
+    rescales the survivors by 1 / (1 - rate) (reference `drop_connect`); the identity at inference.
+    Draws from the 'drop_path' RNG stream."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        survival_probability = 1.0 - self.rate
+        mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        keep = jax.random.bernoulli(self.make_rng("drop_path"), survival_probability, mask_shape)
+        return jnp.where(keep, x / jnp.asarray(survival_probability, x.dtype), jnp.zeros_like(x))
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck: [1x1 expand, BN, act] -> depthwise kxk, BN, act -> SE -> 1x1 project,
+    BN; identity skip with stochastic depth when the stride is 1 and the width is unchanged."""
+
+    input_filters: int
+    output_filters: int
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    se_ratio: Optional[float]
+    drop_path_rate: float
+    activation: str = "swish"
+    batch_norm_momentum: float = 0.99
+    batch_norm_epsilon: float = 1e-3
+    batch_norm_axis_name: Optional[str] = None
+    depthwise_implementation: str = "auto"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
+        batch_norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.batch_norm_momentum,
+            epsilon=self.batch_norm_epsilon,
+            axis_name=self.batch_norm_axis_name,
+            dtype=self.dtype,
+        )
+        conv_1x1 = functools.partial(
+            nn.Conv, kernel_size=(1, 1), use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype
+        )
+        activation = ACTIVATIONS[self.activation]
+        expanded_filters = self.input_filters * self.expand_ratio
+
+        x = inputs
+        if self.expand_ratio != 1:
+            x = activation(batch_norm(name="expand_bn")(conv_1x1(expanded_filters, name="expand_conv")(x)))
+        x = DepthwiseConv(
+            self.kernel_size, self.stride, self.depthwise_implementation, self.dtype, name="depthwise_conv"
+        )(x)
+        x = activation(batch_norm(name="depthwise_bn")(x))
+        if self.se_ratio:
+            reduced_filters = max(1, int(self.input_filters * self.se_ratio))
+            x = SqueezeExcite(reduced_filters, self.activation, self.dtype, name="se")(x)
+        x = batch_norm(name="project_bn")(conv_1x1(self.output_filters, name="project_conv")(x))
+        if self.stride == 1 and self.input_filters == self.output_filters:
+            x = StochasticDepth(self.drop_path_rate, name="stochastic_depth")(x, deterministic=not train)
+            x = x + inputs
+        return x

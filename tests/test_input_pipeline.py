@@ -1,0 +1,438 @@
+"""Tests of the input pipeline and the offline `sklearn_digits` dataset.
+
+Everything runs offline: ImageNet is faked with `tfds.testing.mock_data`, the
+real-image tests use scikit-learn's bundled digits and sample photograph.
+
+`mock_data`'s own example generator (tfds 4.9.10) yields the same
+`num_examples` examples for every split and sub-split, and without metadata
+files the builder has no split sizes at all. Sharding and exact-once
+evaluation cannot be tested on that, so the ImageNet fake here writes
+metadata with real split sizes and serves, for any (sub-)split, exactly the
+examples its file instructions select, each labelled with its index.
+"""
+
+import functools
+import zlib
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+import pytest
+import requests
+import sklearn.datasets
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from efficientnet_jax import augment, input_pipeline
+from efficientnet_jax.datasets import sklearn_digits
+
+FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
+CHINA_JPEG_SHAPE = (427, 640, 3)
+
+
+def make_config(**overrides) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "dataset": "sklearn_digits",
+            "data_dir": None,
+            "manual_dir": None,
+            "train_split": "train",
+            "eval_split": "test",
+            "image_size": 32,
+            "batch_size": 32,
+            "eval_batch_size": 32,
+            "shuffle_buffer_size": 256,
+            "crop_area_range": (0.08, 1.0),
+            "crop_aspect_range": (3 / 4, 4 / 3),
+            "crop_min_object_covered": 0.1,
+            "crop_max_attempts": 10,
+            "eval_crop_padding": 32,
+            "cache_eval": False,
+        }
+    )
+    config.update(overrides)
+    return config
+
+
+# ----------------------------------------------------------------------------
+# Fixtures: the real digits dataset and a faked ImageNet.
+
+
+@pytest.fixture(scope="module")
+def digits_data_dir(tmp_path_factory) -> str:
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    input_pipeline.get_builder(make_config(data_dir=data_dir))
+    return data_dir
+
+
+def _fake_imagenet_example(index: tf.Tensor, salt: int) -> dict[str, tf.Tensor]:
+    """A small noise JPEG of index-dependent, non-square shape; label = index."""
+    height = 24 + index % 13
+    width = 20 + (index * 5) % 17
+    pixels = tf.random.stateless_uniform(
+        tf.stack([height, width, 3]),
+        seed=tf.stack([index, tf.constant(salt, tf.int64)]),
+        maxval=256,
+        dtype=tf.int64,
+    )
+    return {
+        "image": tf.io.encode_jpeg(tf.cast(pixels, tf.uint8)),
+        "label": index,
+        "file_name": tf.strings.as_string(index),
+    }
+
+
+def _fake_imagenet_as_dataset(
+    builder, split, decoders=None, read_config=None, shuffle_files=False
+) -> tf.data.Dataset:
+    """Serves exactly the examples that `split`'s file instructions select."""
+    del read_config, shuffle_files
+    parts = [
+        tf.data.Dataset.range(fi.skip, fi.skip + fi.take).map(
+            functools.partial(_fake_imagenet_example, salt=zlib.crc32(fi.filename.encode()))
+        )
+        for fi in builder.info.splits[split].file_instructions
+    ]
+    examples = functools.reduce(tf.data.Dataset.concatenate, parts)
+    return examples.map(functools.partial(builder.info.features.decode_example, decoders=decoders))
+
+
+@pytest.fixture(scope="module")
+def imagenet_metadata_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("imagenet_metadata")
+    builder = tfds.builder("imagenet2012", data_dir=str(root))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [
+                tfds.core.SplitInfo(
+                    name=name,
+                    shard_lengths=[size],
+                    num_bytes=0,
+                    filename_template=tfds.core.ShardedFileTemplate(
+                        data_dir=builder.data_path,
+                        dataset_name=builder.name,
+                        split=name,
+                        filetype_suffix="tfrecord",
+                    ),
+                )
+                for name, size in FAKE_IMAGENET_SPLIT_SIZES.items()
+            ]
+        )
+    )
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+    return str(root)
+
+
+@pytest.fixture
+def fake_imagenet(imagenet_metadata_dir) -> Iterator[None]:
+    with tfds.testing.mock_data(
+        policy=tfds.testing.MockPolicy.USE_FILES,
+        data_dir=imagenet_metadata_dir,
+        as_dataset_fn=_fake_imagenet_as_dataset,
+    ):
+        yield
+
+
+def imagenet_config(**overrides) -> ml_collections.ConfigDict:
+    return make_config(
+        dataset="imagenet2012", train_split="train", eval_split="validation", image_size=48, **overrides
+    )
+
+
+# ----------------------------------------------------------------------------
+# Batches on faked ImageNet.
+
+
+def test_train_batches_have_device_layout_and_normalised_range(fake_imagenet):
+    config = imagenet_config(batch_size=8)
+    batches = input_pipeline.create_train_iterator(
+        config, process_index=0, process_count=1, local_device_count=2
+    )
+    for _ in range(6):  # 40 examples / 8 = 5 steps: crosses an epoch.
+        batch = next(batches)
+        assert batch["image"].shape == (2, 4, 48, 48, 3)
+        assert batch["image"].dtype == np.float32
+        assert batch["label"].shape == (2, 4)
+        assert batch["label"].dtype == np.int32
+        per_channel = batch["image"].reshape(-1, 3)
+        mean = np.array(input_pipeline.MEAN_RGB)
+        std = np.array(input_pipeline.STDDEV_RGB)
+        eps = 1e-5
+        assert np.all(per_channel.min(0) >= -mean / std - eps)
+        assert np.all(per_channel.max(0) <= (255 - mean) / std + eps)
+        # Noise images span the whole pixel range: normalisation was applied.
+        assert per_channel.min() < -1.5 and per_channel.max() > 1.5
+
+
+@pytest.mark.parametrize(
+    "process_count, eval_batch_size, cache_eval", [(1, 8, False), (2, 16, True), (3, 12, False)]
+)
+def test_eval_sees_every_example_once_on_every_host_count(
+    fake_imagenet, process_count, eval_batch_size, cache_eval
+):
+    config = imagenet_config(eval_batch_size=eval_batch_size, cache_eval=cache_eval)
+    split_size = FAKE_IMAGENET_SPLIT_SIZES["validation"]
+    assert split_size % eval_batch_size  # The last batch needs padding.
+    labels_seen, batch_counts = [], set()
+    for process_index in range(process_count):
+        batches, num_batches = input_pipeline.create_eval_iterator(
+            config, process_index=process_index, process_count=process_count, local_device_count=2
+        )
+        batches = list(batches)
+        assert len(batches) == num_batches
+        batch_counts.add(num_batches)
+        for batch in batches:
+            per_device = eval_batch_size // process_count // 2
+            assert batch["mask"].shape == (2, per_device)
+            assert batch["mask"].dtype == np.float32
+            assert batch["image"].shape == (2, per_device, 48, 48, 3)
+            labels_seen.extend(batch["label"][batch["mask"] == 1].tolist())
+    assert len(batch_counts) == 1  # Same number of batches on every host.
+    assert len(labels_seen) == split_size
+    assert sorted(labels_seen) == list(range(split_size))
+
+
+# ----------------------------------------------------------------------------
+# The real digits dataset.
+
+
+def test_sklearn_digits_prepares_offline_with_disjoint_splits(digits_data_dir):
+    builder = input_pipeline.get_builder(make_config(data_dir=digits_data_dir))
+    sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
+    assert sizes == {"train": 1437, "test": 360}
+    assert builder.info.supervised_keys == ("image", "label")
+    images = {
+        split: {
+            image.tobytes() for image, _ in tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True))
+        }
+        for split in ("train", "test")
+    }
+    # All 1,797 scans are distinct, so distinct images mean distinct examples.
+    assert len(images["train"]) + len(images["test"]) == 1797
+    assert not images["train"] & images["test"]
+
+
+def test_cached_eval_on_png_digits_repeats_identically(digits_data_dir):
+    config = make_config(data_dir=digits_data_dir, cache_eval=True, eval_batch_size=64)
+    hosts = dict(process_index=0, process_count=1, local_device_count=2)
+    passes = []
+    for _ in range(2):  # The second pass reads the in-memory cache.
+        batches, num_batches = input_pipeline.create_eval_iterator(config, **hosts)
+        passes.append(list(batches))
+        assert len(passes[-1]) == num_batches == 6  # ceil(360 / 64)
+    assert_batches_equal(passes[1], passes[0])
+    assert sum(batch["mask"].sum() for batch in passes[0]) == 360
+
+
+def test_stratified_split_keeps_class_shares():
+    labels = sklearn.datasets.load_digits().target
+    train, test = sklearn_digits.stratified_split(labels)
+    assert len(np.intersect1d(train, test)) == 0
+    assert len(train) + len(test) == len(labels)
+    test_share = np.bincount(labels[test]) / np.bincount(labels)
+    assert np.allclose(test_share, sklearn_digits.TEST_FRACTION, atol=0.02)
+
+
+def test_upscaled_digit_is_grey_rgb_in_full_range():
+    digit = sklearn.datasets.load_digits().images[0]
+    image = sklearn_digits.upscale_digit(digit)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert np.array_equal(image[..., 0], image[..., 2])
+    assert image.max() > 200 and image.min() == 0
+
+
+# ----------------------------------------------------------------------------
+# Determinism and resume, on real images.
+
+
+def take(batches: Iterator[dict], count: int) -> list[dict]:
+    return [next(batches) for _ in range(count)]
+
+
+def assert_batches_equal(actual: list[dict], expected: list[dict]) -> None:
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert got.keys() == want.keys()
+        for key in got:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_resume_yields_the_same_batches_across_epochs(digits_data_dir):
+    # 200 examples / 32 = 6 steps per epoch; steps 0..9 span two epochs.
+    config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
+    hosts = dict(process_index=0, process_count=1, local_device_count=2)
+    assert input_pipeline.steps_per_epoch(config, **hosts) == 6
+    from_start = take(input_pipeline.create_train_iterator(config, **hosts), 10)
+    for start_step in (4, 6, 7):
+        resumed = input_pipeline.create_train_iterator(config, start_step=start_step, **hosts)
+        assert_batches_equal(take(resumed, 10 - start_step), from_start[start_step:])
+    # A new epoch is a new order, not a replay of the first.
+    assert not np.array_equal(from_start[0]["label"], from_start[6]["label"])
+
+
+def test_hosts_read_different_examples(digits_data_dir):
+    config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
+    first_batches = [
+        next(
+            input_pipeline.create_train_iterator(
+                config, process_index=index, process_count=2, local_device_count=1
+            )
+        )
+        for index in range(2)
+    ]
+    assert first_batches[0]["image"].shape == (1, 16, 32, 32, 3)
+    images = [{image.tobytes() for image in batch["image"][0]} for batch in first_batches]
+    assert not images[0] & images[1]
+
+
+def test_different_seeds_give_different_batches(digits_data_dir):
+    hosts = dict(process_index=0, process_count=1, local_device_count=1)
+    first = [
+        next(input_pipeline.create_train_iterator(make_config(data_dir=digits_data_dir, seed=seed), **hosts))
+        for seed in (0, 1)
+    ]
+    assert not np.array_equal(first[0]["image"], first[1]["image"])
+
+
+# ----------------------------------------------------------------------------
+# Preprocessing on a real photograph.
+
+
+@pytest.fixture(scope="module")
+def china_jpeg() -> tf.Tensor:
+    image = sklearn.datasets.load_sample_image("china.jpg")
+    assert image.shape == CHINA_JPEG_SHAPE
+    return tf.io.encode_jpeg(image, quality=90)
+
+
+def crop_of_full_decode(image_bytes: tf.Tensor, box: tf.Tensor) -> np.ndarray:
+    y, x, height, width = box.numpy()
+    full = tf.io.decode_image(image_bytes, channels=3).numpy()
+    return full[y : y + height, x : x + width]
+
+
+def test_center_crop_box_has_the_reference_side():
+    box = input_pipeline.center_crop_box(tf.constant(CHINA_JPEG_SHAPE), image_size=224, padding=32).numpy()
+    side = int(224 / (224 + 32) * 427)
+    assert side == 373
+    assert box.tolist() == [(427 - side + 1) // 2, (640 - side + 1) // 2, side, side]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_jpeg_crop_equals_decode_then_crop(china_jpeg, seed):
+    config = make_config(image_size=224)
+    box = input_pipeline.train_crop_box(tf.constant(CHINA_JPEG_SHAPE), tf.constant([seed, 7]), config)
+    fused = input_pipeline.decode_and_crop(china_jpeg, lambda shape: box).numpy()
+    reference = crop_of_full_decode(china_jpeg, box)
+    assert fused.shape == reference.shape
+    # libjpeg upsamples chroma from the neighbouring column, which a cropped
+    # decode does not have: only the first and last columns may differ.
+    np.testing.assert_array_equal(fused[:, 1:-1], reference[:, 1:-1])
+    edge_error = np.abs(fused.astype(int) - reference.astype(int))
+    assert edge_error.max() <= 16
+
+
+def test_png_crop_equals_decode_then_crop():
+    image = sklearn.datasets.load_sample_image("flower.jpg")[:100, :150]
+    png = tf.io.encode_png(image)
+    box = tf.constant([10, 20, 50, 70])
+    cropped = input_pipeline.decode_and_crop(png, lambda shape: box)
+    np.testing.assert_array_equal(cropped.numpy(), image[10:60, 20:90])
+
+
+def test_random_crop_boxes_respect_area_and_aspect_ranges():
+    height, width, _ = CHINA_JPEG_SHAPE
+    for seed in range(100):
+        y, x, crop_height, crop_width = input_pipeline.random_crop_box(
+            tf.constant(CHINA_JPEG_SHAPE),
+            tf.constant([seed, 0]),
+            area_range=(0.08, 1.0),
+            aspect_range=(3 / 4, 4 / 3),
+            min_object_covered=0.1,
+            max_attempts=10,
+        ).numpy()
+        assert 0 <= y and y + crop_height <= height
+        assert 0 <= x and x + crop_width <= width
+        if (crop_height, crop_width) == (height, width):
+            continue  # Sampling failed; the caller falls back to the centre crop.
+        assert 0.08 <= crop_height * crop_width / (height * width) <= 1.0
+        # Integer rounding of the sides moves the aspect ratio a little.
+        assert 3 / 4 - 0.02 <= crop_width / crop_height <= 4 / 3 + 0.02
+
+
+def test_impossible_random_crop_falls_back_to_center_crop():
+    # A 1:20 crop of a landscape photo cannot cover 8% of it.
+    config = make_config(image_size=224, crop_aspect_range=(0.05, 0.05))
+    shape = tf.constant(CHINA_JPEG_SHAPE)
+    box = input_pipeline.train_crop_box(shape, tf.constant([3, 4]), config)
+    center = input_pipeline.center_crop_box(shape, image_size=224, padding=32)
+    np.testing.assert_array_equal(box.numpy(), center.numpy())
+
+
+def test_train_and_eval_images_are_uint8_squares(china_jpeg):
+    config = make_config(image_size=64)
+    seed = tf.constant([5, 6], tf.int64)
+    train = input_pipeline.train_image(china_jpeg, seed, config)
+    assert train.shape == (64, 64, 3) and train.dtype == tf.uint8
+    np.testing.assert_array_equal(train.numpy(), input_pipeline.train_image(china_jpeg, seed, config).numpy())
+    evaluated = input_pipeline.eval_image(china_jpeg, config)
+    assert evaluated.shape == (64, 64, 3) and evaluated.dtype == tf.uint8
+
+
+def test_augment_hook_applies_the_configured_policy(china_jpeg):
+    image = input_pipeline.eval_image(china_jpeg, make_config(image_size=64))
+    seed = tf.constant([3, 4], tf.int64)
+    assert input_pipeline.maybe_augment(image, seed, make_config()) is image
+    config = make_config(augment="randaugment", randaugment_num_layers=2, randaugment_magnitude=9.0)
+    augmented = input_pipeline.maybe_augment(image, seed, config)
+    np.testing.assert_array_equal(augmented.numpy(), augment.randaugment(image, seed, 2, 9.0).numpy())
+    assert not np.array_equal(augmented.numpy(), image.numpy())
+    autoaugmented = input_pipeline.maybe_augment(image, seed, make_config(augment="autoaugment"))
+    np.testing.assert_array_equal(autoaugmented.numpy(), augment.autoaugment(image, seed).numpy())
+    with pytest.raises(ValueError, match="config.augment"):
+        input_pipeline.maybe_augment(image, seed, make_config(augment="mixup"))
+
+
+# ----------------------------------------------------------------------------
+# Bad configs fail early with messages that name the key to fix.
+
+
+def test_unknown_dataset_names_config_dataset(tmp_path):
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.dataset"):
+        input_pipeline.get_builder(make_config(dataset="no_such_dataset_xyz", data_dir=str(tmp_path)))
+
+
+def test_imagenet_without_manual_dir_names_config_manual_dir(tmp_path):
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.manual_dir"):
+        input_pipeline.get_builder(make_config(dataset="imagenet2012", data_dir=str(tmp_path)))
+
+
+def test_failed_download_names_config_data_dir(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(sklearn_digits.SklearnDigits, "download_and_prepare", no_network)
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.data_dir"):
+        input_pipeline.get_builder(make_config(data_dir=str(tmp_path)))
+
+
+def test_batch_not_dividing_devices_names_the_key(digits_data_dir):
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.batch_size=30"):
+        input_pipeline.per_device_batch_size(30, 2, 4)
+    config = make_config(data_dir=digits_data_dir, batch_size=10, eval_batch_size=10)
+    hosts = dict(process_index=0, process_count=1, local_device_count=4)
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.batch_size"):
+        input_pipeline.create_train_iterator(config, **hosts)
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.eval_batch_size"):
+        input_pipeline.create_eval_iterator(config, **hosts)
+
+
+def test_unknown_split_names_the_key_and_lists_splits(digits_data_dir):
+    hosts = dict(process_index=0, process_count=1, local_device_count=1)
+    config = make_config(data_dir=digits_data_dir, train_split="training", eval_split="validation")
+    with pytest.raises(input_pipeline.DatasetConfigError, match=r"config.train_split.*\['test', 'train'\]"):
+        input_pipeline.create_train_iterator(config, **hosts)
+    with pytest.raises(input_pipeline.DatasetConfigError, match="config.eval_split"):
+        input_pipeline.create_eval_iterator(config, **hosts)

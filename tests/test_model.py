@@ -1,0 +1,378 @@
+"""The model family against the reference: parameter counts, FLOPs, shapes, padding, initialisers,
+stochastic depth, RNG streams, cross-replica batch norm, and clear errors for bad input."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import efficientnet_jax as ej
+from efficientnet_jax import accounting, layers, scaling
+
+REFERENCE_TRAINABLE_PARAMS = {
+    "b0": 5_288_548,
+    "b1": 7_794_184,
+    "b2": 9_109_994,
+    "b3": 12_233_232,
+    "b4": 19_341_616,
+    "b5": 30_389_784,
+    "b6": 43_040_704,
+    "b7": 66_347_960,
+}
+PAPER_MULTIPLY_ADDS = {"b0": 0.39e9, "b1": 0.70e9, "b2": 1.0e9, "b3": 1.8e9, "b4": 4.2e9, "b5": 9.9e9}
+
+# A width/depth-reduced network for tests that run the model.
+TINY = ej.ModelSpec(width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny")
+
+
+@pytest.mark.parametrize("variant", sorted(REFERENCE_TRAINABLE_PARAMS))
+def test_trainable_parameter_count_matches_reference_exactly(variant):
+    counts = accounting.count_parameters(variant)
+    assert counts["trainable"] == REFERENCE_TRAINABLE_PARAMS[variant]
+
+
+def test_b0_parameters_with_batch_norm_statistics():
+    counts = accounting.count_parameters("b0")
+    assert counts["trainable"] + counts["batch_norm_statistics"] == 5_330_564
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_MULTIPLY_ADDS))
+def test_forward_multiply_adds_within_5_percent_of_paper(variant):
+    multiply_adds = accounting.count_multiply_adds(variant)
+    assert abs(multiply_adds / PAPER_MULTIPLY_ADDS[variant] - 1) < 0.05
+
+
+def test_multiply_add_count_of_a_single_conv_is_analytic():
+    spec = ej.ModelSpec(
+        width=1.0,
+        depth=1.0,
+        resolution=16,
+        num_classes=7,
+        stages=(ej.StageSpec(1, 3, 1, 1, 32, 32, None),),
+        stem_filters=32,
+        head_filters=64,
+    )
+    # stem 3x3x3x32 at 8x8; depthwise 3x3x32 at 8x8; project 32x32 at 8x8; head 32x64 at 8x8; dense 64x7.
+    expected = 64 * 27 * 32 + 64 * 9 * 32 + 64 * 32 * 32 + 64 * 32 * 64 + 64 * 7
+    assert accounting.count_multiply_adds(spec) == expected
+
+
+def _block_outputs(spec, resolution):
+    """Shapes of every MBConv output, in order, via eval_shape (no memory)."""
+    model = ej.EfficientNet(spec)
+    images = jax.ShapeDtypeStruct((2, resolution, resolution, 3), jnp.float32)
+
+    def run(x):
+        variables = model.init(jax.random.key(0), x)
+        _, state = model.apply(
+            variables, x, capture_intermediates=lambda module, _: isinstance(module, layers.MBConv)
+        )
+        return state["intermediates"]
+
+    intermediates = jax.eval_shape(run, images)
+    names = sorted(intermediates, key=lambda name: int(name.split("_")[1]))
+    return [intermediates[name]["__call__"][0].shape for name in names]
+
+
+@pytest.mark.parametrize(
+    "variant,stage_widths,stage_repeats,stage_sizes",
+    [
+        ("b0", [16, 24, 40, 80, 112, 192, 320], [1, 2, 2, 3, 3, 4, 1], [112, 56, 28, 14, 14, 7, 7]),
+        ("b4", [24, 32, 56, 112, 160, 272, 448], [2, 4, 4, 6, 6, 8, 2], [190, 95, 48, 24, 24, 12, 12]),
+    ],
+)
+def test_per_stage_output_shapes(variant, stage_widths, stage_repeats, stage_sizes):
+    spec = scaling.variant_spec(variant)
+    shapes = _block_outputs(spec, spec.resolution)
+    expected = []
+    for width, repeats, size in zip(stage_widths, stage_repeats, stage_sizes):
+        expected += [(2, size, size, width)] * repeats
+    assert shapes == expected
+
+
+def test_feature_maps_at_strides_2_to_32():
+    model = ej.create_model("b0")
+    images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    maps = jax.eval_shape(
+        lambda x: model.apply(model.init(jax.random.key(0), x), x, features=True), images
+    )
+    assert [m.shape for m in maps] == [
+        (1, 112, 112, 16),
+        (1, 56, 56, 24),
+        (1, 28, 28, 40),
+        (1, 14, 14, 112),
+        (1, 7, 7, 320),
+    ]
+
+
+def _tf_same_reference_conv(x, kernel, stride, groups=1):
+    pads = [layers.tf_same_padding(size, k, stride) for size, k in zip(x.shape[1:3], kernel.shape[:2])]
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+    )
+
+
+@pytest.mark.parametrize("size", [7, 8, 15, 16])
+@pytest.mark.parametrize("kernel_size,stride", [(3, 1), (3, 2), (5, 2)])
+def test_same_padding_matches_explicit_tensorflow_padding(size, kernel_size, stride):
+    x = jax.random.normal(jax.random.key(1), (2, size, size + 1, 6))
+    conv = nn.Conv(4, (kernel_size, kernel_size), strides=(stride, stride), padding="SAME", use_bias=False)
+    variables = conv.init(jax.random.key(2), x)
+    expected = _tf_same_reference_conv(x, variables["params"]["kernel"], stride)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
+    for implementation in ("xla", "shift"):
+        depthwise = layers.DepthwiseConv(kernel_size, stride, implementation)
+        dw_variables = depthwise.init(jax.random.key(3), x)
+        expected = _tf_same_reference_conv(x, dw_variables["params"]["kernel"], stride, groups=6)
+        np.testing.assert_allclose(depthwise.apply(dw_variables, x), expected, atol=1e-5)
+
+
+def test_tf_same_padding_puts_the_odd_pixel_at_the_end():
+    assert layers.tf_same_padding(224, 3, 2) == (0, 1)
+    assert layers.tf_same_padding(225, 3, 2) == (1, 1)
+    assert layers.tf_same_padding(14, 5, 1) == (2, 2)
+
+
+def test_depthwise_implementations_agree_in_value_and_gradient():
+    x = jax.random.normal(jax.random.key(0), (2, 13, 13, 8))
+    module = layers.DepthwiseConv(5, 2, "xla")
+    variables = module.init(jax.random.key(1), x)
+
+    def loss(variables, x, implementation):
+        out = layers.DepthwiseConv(5, 2, implementation).apply(variables, x)
+        return jnp.sum(jnp.sin(out))
+
+    grad_xla = jax.grad(loss, argnums=(0, 1))(variables, x, "xla")
+    grad_shift = jax.grad(loss, argnums=(0, 1))(variables, x, "shift")
+    for a, b in zip(jax.tree.leaves(grad_xla), jax.tree.leaves(grad_shift)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_whole_model_identical_under_both_depthwise_implementations():
+    images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = jax.jit(ej.create_model(TINY).init)(jax.random.key(1), images)
+    logits = [
+        jax.jit(ej.create_model(TINY, depthwise_implementation=impl).apply)(variables, images)
+        for impl in ("xla", "shift")
+    ]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+
+
+def test_initialisers_follow_the_reference():
+    spec = scaling.variant_spec("b0")
+    shapes = jax.eval_shape(
+        lambda: ej.create_model(spec).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    )
+    assert shapes["params"]["block_2"]["depthwise_conv"]["kernel"].shape == (3, 3, 1, 144)
+    variables = jax.jit(ej.create_model(spec).init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    params = variables["params"]
+    depthwise = params["block_2"]["depthwise_conv"]["kernel"]
+    assert abs(float(jnp.std(depthwise)) / math.sqrt(2 / 9) - 1) < 0.05
+    expand = params["block_2"]["expand_conv"]["kernel"]  # (1, 1, 24, 144): fan_out = 144
+    assert abs(float(jnp.std(expand)) / math.sqrt(2 / 144) - 1) < 0.05
+    classifier = params["classifier"]["kernel"]
+    limit = 1 / math.sqrt(1000)
+    assert float(jnp.max(jnp.abs(classifier))) <= limit
+    assert float(jnp.max(jnp.abs(classifier))) > 0.99 * limit
+    assert float(jnp.abs(params["classifier"]["bias"]).max()) == 0.0
+    se_bias = params["block_2"]["se"]["reduce"]["bias"]
+    assert se_bias.shape == (6,)  # int(24 * 0.25): from the block's input filters, not the expanded 144
+    bn = params["block_2"]["project_bn"]
+    assert float(jnp.min(bn["scale"])) == 1.0 and float(jnp.max(jnp.abs(bn["bias"]))) == 0.0
+
+
+def test_batch_norm_momentum_and_epsilon():
+    model = ej.create_model(TINY)
+    images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3)) * 3 + 1
+    variables = jax.jit(model.init)(jax.random.key(1), images)
+    _, updates = jax.jit(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(2), "drop_path": jax.random.key(3)},
+        )
+    )(variables, images)
+    # The stem's BN sees the stem conv output; its moving mean moves 1% of the way to the batch mean.
+    stem_out = nn.Conv(
+        scaling.round_filters(32, TINY.width), (3, 3), strides=(2, 2), use_bias=False
+    ).apply({"params": variables["params"]["stem_conv"]}, images)
+    batch_mean = jnp.mean(stem_out, axis=(0, 1, 2))
+    np.testing.assert_allclose(updates["batch_stats"]["stem_bn"]["mean"], 0.01 * batch_mean, rtol=1e-4, atol=1e-6)
+    bn_modules = []
+    jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x,
+            capture_intermediates=lambda m, _: isinstance(m, nn.BatchNorm) and bn_modules.append(m) is not None,
+        ),
+        variables, images,
+    )
+    assert bn_modules and all(m.momentum == 0.99 and m.epsilon == 1e-3 for m in bn_modules)
+
+
+def test_stochastic_depth_rates_grow_linearly_over_all_blocks():
+    spec = scaling.variant_spec("b0")
+    rates = []
+    model = ej.create_model(spec)
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, layers.MBConv) and context.method_name == "__call__":
+            rates.append((context.module.drop_path_rate, context.module.stride, context.module.input_filters,
+                          context.module.output_filters))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    assert len(rates) == 16
+    np.testing.assert_allclose([r[0] for r in rates], [0.2 * i / 16 for i in range(16)])
+
+
+def test_stochastic_depth_keeps_expected_fraction_and_is_identity_at_eval():
+    module = layers.StochasticDepth(rate=0.3)
+    x = jnp.ones((20_000, 2, 2, 3))
+    out = module.apply({}, x, deterministic=False, rngs={"drop_path": jax.random.key(0)})
+    per_example = np.asarray(out[:, 0, 0, 0])
+    kept = per_example != 0
+    assert abs(kept.mean() - 0.7) < 0.01  # 6 standard deviations at n=20,000
+    np.testing.assert_allclose(per_example[kept], 1 / 0.7, rtol=1e-6)
+    assert np.all(np.asarray(out) == per_example[:, None, None, None])  # whole example dropped or kept
+    np.testing.assert_array_equal(module.apply({}, x, deterministic=True), x)
+
+
+def test_dropout_and_drop_path_draw_from_named_rng_streams():
+    model = ej.create_model(TINY, dropout_rate=0.5, drop_connect_rate=0.5)
+    images = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    variables = jax.jit(model.init)(jax.random.key(1), images)
+
+    @jax.jit
+    def apply_train(dropout_key, drop_path_key):
+        logits, _ = model.apply(
+            variables, images, train=True, mutable=["batch_stats"],
+            rngs={"dropout": dropout_key, "drop_path": drop_path_key},
+        )
+        return logits
+
+    def train_logits(dropout_seed, drop_path_seed):
+        return np.asarray(apply_train(jax.random.key(dropout_seed), jax.random.key(drop_path_seed)))
+
+    base = train_logits(0, 0)
+    np.testing.assert_array_equal(base, train_logits(0, 0))
+    assert not np.allclose(base, train_logits(1, 0))
+    assert not np.allclose(base, train_logits(0, 1))
+    with pytest.raises(Exception, match="drop_path"):
+        jax.eval_shape(
+            lambda: model.apply(
+                variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
+            )
+        )
+    eval_logits = [np.asarray(jax.jit(model.apply)(variables, images)) for _ in range(2)]
+    np.testing.assert_array_equal(eval_logits[0], eval_logits[1])
+
+
+def test_cross_replica_batch_norm_equals_one_device_on_the_whole_batch():
+    assert jax.local_device_count() == 8
+    images = jax.random.normal(jax.random.key(0), (16, 32, 32, 3)) * 2 + 0.5
+    single = ej.create_model(TINY, drop_connect_rate=0.0, dropout_rate=0.0)
+    variables = jax.jit(single.init)(jax.random.key(1), images)
+    logits, single_state = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, images
+    )
+
+    replicated = ej.create_model(TINY, drop_connect_rate=0.0, dropout_rate=0.0, batch_norm_axis_name="batch")
+    sharded_logits, sharded_state = jax.pmap(
+        lambda v, x: replicated.apply(v, x, train=True, mutable=["batch_stats"]),
+        axis_name="batch",
+        in_axes=(None, 0),
+    )(variables, images.reshape(8, 2, 32, 32, 3))
+    np.testing.assert_allclose(sharded_logits.reshape(16, -1), logits, rtol=1e-4, atol=1e-4)
+    for ours, theirs in zip(jax.tree.leaves(sharded_state), jax.tree.leaves(single_state)):
+        np.testing.assert_allclose(ours[0], theirs, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ours[7], theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+    images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    model32 = ej.create_model(TINY)
+    variables = jax.jit(model32.init)(jax.random.key(1), images)
+    model16 = ej.create_model(TINY, dtype="bfloat16")
+    init16 = jax.eval_shape(model16.init, jax.random.key(1), images)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(init16))
+    logits16 = jax.jit(model16.apply)(variables, images)
+    assert logits16.dtype == jnp.float32
+    np.testing.assert_allclose(logits16, jax.jit(model32.apply)(variables, images), atol=0.1)
+
+
+def test_remat_computes_the_same_gradients():
+    images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+    variables = jax.jit(ej.create_model(TINY).init)(jax.random.key(1), images)
+
+    def loss(params, remat):
+        model = ej.create_model(TINY, remat=remat, drop_connect_rate=0.0, dropout_rate=0.0)
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True,
+            mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
+        )
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    plain, remat = grad(variables["params"], False), grad(variables["params"], True)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
+        # Recomputation reorders float32 sums: compare to the scale of each gradient.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(a).max()) + 1e-6)
+
+
+def test_round_filters_and_repeats():
+    assert [scaling.round_filters(f, 1.1) for f in (32, 16, 24, 40, 80, 112, 192, 320, 1280)] == [
+        32, 16, 24, 48, 88, 120, 208, 352, 1408
+    ]
+    assert scaling.round_filters(32, 1.4) == 48  # 44.8 -> int(48.8) // 8 * 8 = 48
+    assert scaling.round_filters(16, 0.25) == 8  # never below the divisor
+    assert scaling.round_filters(100, 1.0) == 104  # 100 + 4 -> 104
+    assert [scaling.round_repeats(r, 3.1) for r in (1, 2, 2, 3, 3, 4, 1)] == [4, 7, 7, 10, 10, 13, 4]
+
+
+def test_compound_coefficients():
+    width, depth, resolution = ej.compound_coefficients(1.0)
+    assert (width, depth, resolution) == pytest.approx((1.1, 1.2, 256))
+    width, depth, resolution = ej.compound_coefficients(2.0, alpha=1.2, beta=1.1, gamma=1.15)
+    assert width == pytest.approx(1.21) and depth == pytest.approx(1.44)
+    assert resolution == round(224 * 1.15**2 / 8) * 8
+    with pytest.raises(ValueError, match="alpha"):
+        ej.compound_coefficients(1.0, alpha=0.0)
+
+
+def test_block_strings_round_trip_the_reference_table():
+    assert ej.EFFICIENTNET_B0_STAGES[1] == ej.StageSpec(2, 3, 2, 6, 16, 24, 0.25)
+    with pytest.raises(ValueError, match="lacks fields"):
+        scaling.decode_block_string("r1_k3_s11")
+
+
+def test_custom_stage_table_builds():
+    stages = scaling.stages_from_block_strings(["r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24"])
+    model = ej.create_model(ej.ModelSpec(stages=stages, activation="relu6", num_classes=5))
+    logits = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))[0])
+    assert logits.shape == (1, 5)
+
+
+def test_unknown_variant_lists_the_valid_names():
+    with pytest.raises(ValueError, match="efficientnet-b0.*efficientnet-b7"):
+        ej.create_model("efficientnet-b9")
+
+
+@pytest.mark.parametrize("field", ["width", "depth", "resolution", "num_classes"])
+def test_non_positive_coefficient_is_an_error(field):
+    with pytest.raises(ValueError, match=field):
+        ej.create_model("b0", **{field: 0})
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (1, 32, 32, 1), (1, 3, 32, 32)])
+def test_wrong_image_rank_or_channels_is_an_error(shape):
+    model = ej.create_model(TINY)
+    with pytest.raises(ValueError, match=r"\[batch, height, width, 3\]"):
+        model.init(jax.random.key(0), jnp.zeros(shape))
+
+
+def test_names_are_accepted_in_both_forms():
+    assert ej.create_model("b3").spec == ej.create_model("efficientnet-b3").spec
+    assert ej.create_model("B3", num_classes=10).spec.num_classes == 10
