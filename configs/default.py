@@ -1,0 +1,68 @@
+"""The reference ImageNet recipe (tensorflow/tpu models/official/efficientnet, main.py defaults),
+written once. Variant configs (`configs/imagenet.py:b3`) and experiments import and change it.
+
+Every field is typed: `--config.batch_size=512` overrides a value, an unknown key or a value of the
+wrong type fails before anything compiles.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # Model: a released variant, optionally with coefficient overrides (None keeps the variant's).
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = "efficientnet-b0"
+    config.model.width = config_dict.placeholder(float)
+    config.model.depth = config_dict.placeholder(float)
+    config.model.dropout_rate = config_dict.placeholder(float)
+    config.model.drop_connect_rate = 0.2  # stochastic depth of the last block
+    config.model.depthwise_implementation = "auto"  # 'auto' | 'xla' | 'shift' (see layers.py)
+    config.model.remat = False  # per-block rematerialisation: less memory, more compute
+    config.half_precision = True  # bfloat16 activations; float32 parameters, optimizer state and loss
+
+    # Data (tensorflow-datasets + tf.data on the host CPU).
+    config.dataset = "imagenet2012"
+    config.data_dir = config_dict.placeholder(str)
+    config.manual_dir = config_dict.placeholder(str)  # where the ImageNet tar files are, to prepare it
+    config.train_split = "train"
+    config.eval_split = "validation"
+    config.image_size = 224
+    config.shuffle_buffer_size = 16_384
+    config.crop_area_range = (0.08, 1.0)
+    config.crop_aspect_range = (3 / 4, 4 / 3)
+    config.crop_min_object_covered = 0.1
+    config.crop_max_attempts = 10
+    config.eval_crop_padding = 32
+    config.cache_eval = False
+    config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
+    config.randaugment_num_layers = 2
+    config.randaugment_magnitude = 10.0
+
+    # Optimisation (global batch over all hosts and devices).
+    config.batch_size = 2048  # the reference code's default; the paper used 4096
+    config.eval_batch_size = 1024
+    config.num_epochs = 350.0
+    config.num_train_steps = config_dict.placeholder(int)  # overrides num_epochs when set
+    config.base_learning_rate = 0.016  # per 256 examples: peak = 0.016 * batch_size / 256
+    config.warmup_epochs = 5.0
+    config.lr_decay_factor = 0.97
+    config.lr_decay_epochs = 2.4
+    config.rmsprop_decay = 0.9
+    config.rmsprop_momentum = 0.9
+    config.rmsprop_epsilon = 1e-3
+    config.rmsprop_initial_scale = 1.0  # TF1 initialises the mean-square slot to 1, not 0
+    config.weight_decay = 1e-5  # L2 added to the loss, batch-norm variables excluded
+    config.label_smoothing = 0.1
+    config.ema_decay = 0.9999
+
+    # Bookkeeping.
+    config.log_every_steps = 100
+    config.eval_every_steps = 5000  # and at the end
+    config.checkpoint_every_steps = 1000  # and at the end, and on SIGTERM
+    config.keep_checkpoints = 3
+    config.prefetch_batches = 2  # batches queued on the devices ahead of the step
+    return config

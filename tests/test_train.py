@@ -1,0 +1,268 @@
+"""The training job: pmapped step equivalence, EMA, resume after preemption, learning on real data,
+and clear errors for bad configurations."""
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import quickstart
+from efficientnet_jax import input_pipeline, optim, trainer
+from efficientnet_jax.model import EfficientNet
+from tests.workers import tiny_config as tiny_config_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tfds"))
+    config = quickstart.get_config()
+    config.data_dir = path
+    input_pipeline.get_builder(config)  # prepares sklearn_digits offline
+    return path
+
+
+def tiny_config(data_dir, **overrides):
+    config = tiny_config_module.get_config(data_dir)
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def _step_fn(config, devices):
+    spec = trainer.model_spec_from_config(config, num_classes=10)
+    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+    schedule = optim.learning_rate_schedule(0.05, 10, 0.0, 0.97, 2.4)  # no warm-up: lr > 0 at step 0
+    tx = optim.rmsprop(schedule, config)
+    state = trainer.create_train_state(jax.random.key(0), model, config.image_size, tx)
+    step = jax.pmap(
+        functools.partial(trainer.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config,
+                          rng=jax.random.key(1)),
+        axis_name=trainer.AXIS_NAME,
+        devices=devices,
+    )
+    return state, step
+
+
+def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir):
+    """Cross-replica BN and gradient averaging: loss, gradients (inside RMSProp's slots: the mean
+    square holds 0.1 g^2 + 0.9), parameters, BN statistics and EMA agree to float32 tolerance."""
+    assert jax.local_device_count() == 8
+    config = tiny_config(data_dir, **{"model.drop_connect_rate": 0.0, "model.dropout_rate": 0.0})
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(16, 16, 16, 3)).astype(np.float32) * 2 + 0.3
+    labels = rng.integers(0, 10, size=(16,)).astype(np.int32)
+
+    state, step8 = _step_fn(config, jax.local_devices())
+    _, step1 = _step_fn(config, jax.local_devices()[:1])
+    out8, metrics8 = step8(
+        flax.jax_utils.replicate(state), {"image": images.reshape(8, 2, 16, 16, 3), "label": labels.reshape(8, 2)}
+    )
+    out1, metrics1 = step1(
+        flax.jax_utils.replicate(state, devices=jax.local_devices()[:1]),
+        {"image": images[None], "label": labels[None]},
+    )
+    for key in ("loss", "cross_entropy", "grad_norm", "top1"):
+        np.testing.assert_allclose(metrics8[key][0], metrics1[key][0], rtol=1e-5, err_msg=key)
+    single = trainer.unreplicate(out1)
+    for device in (0, 7):
+        replica = jax.tree.map(lambda x: x[device], out8)
+        for name in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
+            for a, b in zip(jax.tree.leaves(getattr(replica, name)), jax.tree.leaves(getattr(single, name))):
+                np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=name)
+    # The parameters moved, so the comparison above is not between two untouched copies.
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), single.params, state.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3
+
+
+def test_ema_follows_the_reference_warm_up(data_dir):
+    config = tiny_config(data_dir)
+    state, step1 = _step_fn(config, jax.local_devices()[:1])
+    images = np.random.default_rng(1).normal(size=(1, 4, 16, 16, 3)).astype(np.float32)
+    new_state, _ = step1(
+        flax.jax_utils.replicate(state, devices=jax.local_devices()[:1]),
+        {"image": images, "label": np.zeros((1, 4), np.int32)},
+    )
+    new_state = trainer.unreplicate(new_state)
+    decay = min(config.ema_decay, 1.0 / 10.0)  # (1 + step) / (10 + step) at step 0
+    for new, old, ema in zip(
+        jax.tree.leaves((new_state.params, new_state.batch_stats)),
+        jax.tree.leaves((state.params, state.batch_stats)),
+        jax.tree.leaves((new_state.ema_params, new_state.ema_batch_stats)),
+    ):
+        np.testing.assert_allclose(ema, decay * old + (1 - decay) * new, rtol=1e-5, atol=1e-7)
+    assert int(new_state.step) == 1
+
+
+def test_per_device_rng_streams_differ(data_dir):
+    """With stochastic depth on, two replicas fed the same examples draw different masks."""
+    config = tiny_config(data_dir, **{"model.drop_connect_rate": 0.5, "model.dropout_rate": 0.5})
+    state, step8 = _step_fn(config, jax.local_devices())
+    image = np.random.default_rng(2).normal(size=(1, 1, 16, 16, 3)).astype(np.float32)
+    images = np.repeat(np.repeat(image, 8, axis=0), 2, axis=1)
+    _, metrics = step8(flax.jax_utils.replicate(state), {"image": images, "label": np.zeros((8, 2), np.int32)})
+    # Metrics are averaged over replicas, so look at the per-device losses through a second pmap.
+    spec = trainer.model_spec_from_config(config, num_classes=10)
+    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+
+    def per_device_loss(variables, batch):
+        rng = jax.random.fold_in(jax.random.key(0), jax.lax.axis_index(trainer.AXIS_NAME))
+        logits, _ = model.apply(
+            variables, batch, train=True, mutable=["batch_stats"],
+            rngs={"dropout": rng, "drop_path": jax.random.fold_in(rng, 1)},
+        )
+        return logits
+
+    logits = jax.pmap(per_device_loss, axis_name=trainer.AXIS_NAME, in_axes=(None, 0))(
+        {"params": state.params, "batch_stats": state.batch_stats}, images
+    )
+    assert not np.allclose(logits[0], logits[1])
+    assert np.isfinite(metrics["loss"][0])
+
+
+def _run_train(workdir, data_dir, *flags, wait=True):
+    command = [
+        sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
+        f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}", *flags,
+    ]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def _load_checkpoint(workdir, step):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "model"))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored.state
+
+
+def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
+    """Preempt a job with SIGTERM (a fresh process each time, as a preemption ends a job), restart
+    it, and compare with an uninterrupted run: parameters, EMA and optimizer state bit-exact."""
+    interrupted = str(tmp_path / "interrupted")
+    process = _run_train(interrupted, data_dir, "--config.num_train_steps=1000", wait=False)
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "step 4/1000" in line:  # logged every 2 steps: stop a few steps into training
+            process.send_signal(signal.SIGTERM)
+            break
+    rest, _ = process.communicate(timeout=300)
+    log = "".join(output) + rest
+    assert process.returncode == 0, log[-3000:]
+    assert "Stopped at step" in log
+    stopped_at = int(log.split("Stopped at step ")[1].split(" ")[0])
+    assert stopped_at >= 4 and os.path.isdir(os.path.join(interrupted, "checkpoints", str(stopped_at)))
+
+    total = stopped_at + 3
+    resumed_log = _run_train(interrupted, data_dir, f"--config.num_train_steps={total}")
+    assert f"Resumed from the checkpoint of step {stopped_at}" in resumed_log
+    straight = str(tmp_path / "straight")
+    _run_train(straight, data_dir, f"--config.num_train_steps={total}")
+
+    a, b = _load_checkpoint(interrupted, total), _load_checkpoint(straight, total)
+    assert int(a["step"]) == int(b["step"]) == total
+    for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
+        for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
+            np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+def test_quickstart_learns_real_digits_to_90_percent(data_dir, tmp_path):
+    """The offline quick start, end to end through the real loop: held-out top-1 >= 90% (EMA and raw)."""
+    config = quickstart.get_config()
+    config.data_dir = data_dir
+    start = time.time()
+    state, metrics = trainer.train_and_evaluate(config, str(tmp_path / "quickstart"))
+    assert metrics["eval_ema_num_examples"] == 360
+    assert metrics["eval_ema_top1"] >= 0.90, metrics
+    assert metrics["eval_raw_top1"] >= 0.90, metrics
+    assert os.path.isdir(tmp_path / "quickstart" / "checkpoints" / str(metrics["step"]))
+    print(f"quick start: {metrics} in {time.time() - start:.0f} s")
+
+
+def test_non_finite_loss_stops_the_job_naming_the_step(data_dir, tmp_path):
+    config = tiny_config(data_dir, base_learning_rate=1e12, warmup_epochs=0.0, num_train_steps=50,
+                         log_every_steps=1, checkpoint_every_steps=1)
+    with pytest.raises(FloatingPointError, match=r"Non-finite loss at step \d+"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for step in sorted(int(p) for p in os.listdir(checkpoints) if p.isdigit()):
+        params = _load_checkpoint(str(tmp_path / "run"), step)["params"]
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params)), step
+
+
+def test_config_written_and_events_logged(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    _, metrics = trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=2), str(workdir))
+    assert (workdir / "config.json").read_text().count('"dataset": "sklearn_digits"') == 1
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    assert metrics["eval_raw_num_examples"] == 360 and metrics["step"] == 2
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"dataset": "no_such_dataset"}, "config.dataset"),
+        ({"batch_size": 12}, "config.batch_size"),
+        ({"eval_batch_size": 0}, "config.eval_batch_size"),
+    ],
+)
+def test_bad_config_fails_before_the_first_step(data_dir, tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        trainer.train_and_evaluate(tiny_config(data_dir, **overrides), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_imagenet_without_manual_dir_is_a_clear_error(tmp_path):
+    config = tiny_config(str(tmp_path / "empty_tfds"), dataset="imagenet2012")
+    with pytest.raises(ValueError, match="config.manual_dir"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_unwritable_workdir_is_a_clear_error(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="--workdir"):
+        trainer.train_and_evaluate(tiny_config(data_dir), str(blocker / "run"))
+
+
+def test_unknown_or_mistyped_config_keys_fail_on_the_command_line(data_dir, tmp_path):
+    for flag, message in (
+        ("--config.batch_sise=8", "batch_sise"),
+        ("--config.batch_size=eight", "batch_size"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "train.py", f"--workdir={tmp_path}", flag],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+        assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_misspelt_key_in_a_config_file_is_named(tmp_path):
+    sys.path.insert(0, REPO)
+    import train
+    from configs import default
+
+    config = default.get_config()
+    config.unlock()
+    config.lerning_rate = 0.1
+    with pytest.raises(ValueError, match="config.lerning_rate"):
+        train.check_keys(config, default.get_config())

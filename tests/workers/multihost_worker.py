@@ -1,0 +1,91 @@
+"""One process of a multi-process job on loopback, for tests/test_multihost.py.
+
+usage: multihost_worker.py MODE PROCESS_ID NUM_PROCESSES PORT OUT_DIR DATA_DIR
+  MODE 'train': the real `train_and_evaluate` on the quick-start data (each host reads its shard).
+  MODE 'steps': pmapped train steps on fixed global batches, each host feeding its slice.
+Writes OUT_DIR/params_<process_id>.npz with the final parameters.
+"""
+
+import os
+import sys
+
+mode, process_id, num_processes, port, out_dir, data_dir = sys.argv[1:7]
+process_id, num_processes = int(process_id), int(num_processes)
+devices_per_process = 4 // num_processes
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+import jax  # noqa: E402
+
+if num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes, process_id)
+
+import functools  # noqa: E402
+
+import flax.jax_utils  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import quickstart  # noqa: E402
+from efficientnet_jax import optim, trainer  # noqa: E402
+from efficientnet_jax.model import EfficientNet  # noqa: E402
+
+
+def tiny_config():
+    config = quickstart.get_config()
+    config.data_dir = data_dir
+    config.model.width = 0.25
+    config.model.depth = 0.25
+    config.image_size = 16
+    config.batch_size = 8
+    config.eval_batch_size = 40
+    config.num_train_steps = 3
+    config.log_every_steps = 1
+    config.eval_every_steps = 3
+    config.checkpoint_every_steps = 3
+    config.warmup_epochs = 0.0
+    config.model.drop_connect_rate = 0.0
+    config.model.dropout_rate = 0.0
+    return config
+
+
+def flat_params(params):
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def run_fixed_steps(config):
+    """Three steps on fixed global batches of 8; host p feeds examples [p*4/P*2, ...)."""
+    spec = trainer.model_spec_from_config(config, num_classes=10)
+    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+    schedule = optim.learning_rate_schedule(0.01, 10, 0.0, 0.97, 2.4)
+    tx = optim.rmsprop(schedule, config)
+    state = flax.jax_utils.replicate(trainer.create_train_state(jax.random.key(0), model, 16, tx))
+    step = jax.pmap(
+        functools.partial(
+            trainer.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1)
+        ),
+        axis_name=trainer.AXIS_NAME,
+    )
+    rng = np.random.default_rng(0)
+    local = jax.local_device_count()
+    for _ in range(3):
+        images = rng.normal(size=(4, 2, 16, 16, 3)).astype(np.float32)
+        labels = rng.integers(0, 10, size=(4, 2)).astype(np.int32)
+        mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+        state, _ = step(state, {"image": images[mine], "label": labels[mine]})
+    return trainer.unreplicate(state.params)
+
+
+config = tiny_config()
+if mode == "train":
+    workdir = os.path.join(out_dir, f"workdir_{process_id}")
+    trainer.train_and_evaluate(config, workdir)
+    # Resume once more so the restore-and-broadcast path runs on every host.
+    config.num_train_steps = 5
+    state, _ = trainer.train_and_evaluate(config, workdir)
+    params = jax.device_get(state.params)
+else:
+    params = jax.device_get(run_fixed_steps(config))
+np.savez(os.path.join(out_dir, f"params_{mode}_{num_processes}_{process_id}.npz"), **flat_params(params))
+print("worker done", process_id)
