@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
     config.randaugment_num_layers = 2
     config.randaugment_magnitude = 10.0
+    config.skip_corrupt_images = True  # undecodable train images: skip and count (False: raise)
 
     # Optimisation (global batch over all hosts and devices).
     config.batch_size = 2048  # the reference code's default; the paper used 4096

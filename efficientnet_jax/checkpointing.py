@@ -79,7 +79,7 @@ class Checkpointer:
             self._manager.save(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), model=ocp.args.JsonSave(spec_to_json(spec))
+                    state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(spec_to_json(spec))
                 ),
                 force=True,
             )

@@ -13,6 +13,12 @@ only has to skip the consumed examples of the current epoch, and it skips
 them as undecoded bytes. The price is a short refill of the shuffle buffer at
 every epoch boundary, instead of a buffer that carries over between epochs.
 
+A training image that cannot be decoded (corrupt or truncated file) does not
+stop a long job: with config.skip_corrupt_images its slot in the batch is
+filled with a copy of another example of the same batch and it is counted
+(`corrupt_images_skipped()`), so batch shapes, steps per epoch, and every
+other example's seed and batch stay as if the file were sound.
+
 Evaluation sees every example exactly once across hosts: no remainder is
 dropped, the last batch is padded with masked examples, and every host runs
 the same number of batches so that cross-host collectives never wait forever.
@@ -24,6 +30,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -370,6 +377,70 @@ def _epoch_example_seed(seed: int, process_index: int, epoch: int) -> tf.Tensor:
     return tf.constant(state.astype(np.int64))
 
 
+def preprocess_train_examples(
+    ds: tf.data.Dataset, epoch_seed: tf.Tensor, config: ml_collections.ConfigDict
+) -> tf.data.Dataset:
+    """(index, {"image": bytes, "label"}) -> {"image", "label", "index", "valid"}, one output per input.
+
+    An example whose image cannot be decoded comes out as a zero image with
+    valid=False instead of raising or vanishing. Dropping it would shift every
+    later example to an earlier batch, so batch k would no longer be the same
+    after a resume at step <= k, and the epoch would be a batch short. Each
+    example is decoded in its own one-element dataset whose errors are ignored,
+    followed by the placeholder, and the first element is taken; `interleave`
+    runs these in parallel and keeps the input order. Seeds come from the index,
+    which is known before decoding, so no other example's draws change.
+    """
+    image_size = config.image_size
+
+    def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
+        return {
+            "image": normalize(train_image(example["image"], seed, config)),
+            "label": tf.cast(example["label"], tf.int32),
+            "index": index,
+            "valid": tf.constant(True),
+        }
+
+    def decode_or_placeholder(index: tf.Tensor, example: dict[str, tf.Tensor]) -> tf.data.Dataset:
+        decoded = tf.data.Dataset.from_tensors((index, example)).map(decode).ignore_errors()
+        placeholder = tf.data.Dataset.from_tensors(
+            {
+                "image": tf.zeros([image_size, image_size, 3], tf.float32),
+                "label": tf.constant(0, tf.int32),
+                "index": index,
+                "valid": tf.constant(False),
+            }
+        )
+        return decoded.concatenate(placeholder).take(1)
+
+    return ds.interleave(
+        decode_or_placeholder,
+        cycle_length=os.cpu_count() or 1,
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def _fill_invalid_with_first_valid(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Replaces undecodable examples' image and label by the batch's first valid one.
+
+    Keeps the batch full (static shapes for the devices) without inventing an
+    all-zero training example; one example counted twice in a batch of
+    thousands does not change the gradient noticeably. A batch with no valid
+    example at all keeps its zero placeholders.
+    """
+    valid = batch["valid"]
+    first_valid = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)
+    source = tf.where(valid, tf.range(tf.shape(valid)[0], dtype=tf.int32), first_valid)
+    return {
+        **batch,
+        "image": tf.gather(batch["image"], source),
+        "label": tf.gather(batch["label"], source),
+    }
+
+
 def _train_epoch_dataset(
     builder: tfds.core.DatasetBuilder,
     shard: tfds.typing.SplitArg,
@@ -382,7 +453,11 @@ def _train_epoch_dataset(
     local_device_count: int,
     host_batch: int,
 ) -> tf.data.Dataset:
-    """Batches `first_batch..steps-1` of one epoch of this host's shard."""
+    """Batches `first_batch..steps-1` of one epoch of this host's shard.
+
+    Batches carry "index" (position in the epoch) and "valid" (image decoded)
+    besides "image" and "label"; `create_train_iterator` consumes and strips them.
+    """
     file_seed, buffer_seed = _epoch_shuffle_seeds(config.seed, epoch)
     ds = builder.as_dataset(
         split=shard,
@@ -394,20 +469,48 @@ def _train_epoch_dataset(
     ds = ds.take(steps * host_batch).enumerate()
     # Skipped examples are never decoded: resuming costs reading, not decoding.
     ds = ds.skip(first_batch * host_batch)
-
     epoch_seed = _epoch_example_seed(config.seed, process_index, epoch)
-
-    def preprocess(index: tf.Tensor, example: dict[str, tf.Tensor]):
-        seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
-        return {
-            "image": normalize(train_image(example["image"], seed, config)),
-            "label": tf.cast(example["label"], tf.int32),
-        }
-
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(host_batch, drop_remainder=True)
+    ds = preprocess_train_examples(ds, epoch_seed, config)
+    ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_data_options())
+
+
+class CorruptImageError(ValueError):
+    """A training image could not be decoded and config.skip_corrupt_images is off."""
+
+
+# Undecodable training images met by this process's train iterators so far.
+_corrupt_images_skipped = 0
+
+
+def corrupt_images_skipped() -> int:
+    """Training examples skipped so far in this process because their image did not decode.
+
+    Counted when the host batch leaves tf.data, so it can run ahead of the
+    trained step by the batches prefetched to the devices.
+    """
+    return _corrupt_images_skipped
+
+
+def _check_decoded(batch: Batch, *, epoch: int, skip_corrupt: bool) -> Batch:
+    """Counts (or fails on) the batch's undecodable examples; strips the bookkeeping keys."""
+    global _corrupt_images_skipped
+    valid, index = batch.pop("valid"), batch.pop("index")
+    corrupt = index[~valid].tolist()
+    if corrupt and not skip_corrupt:
+        raise CorruptImageError(
+            f"The image of training example {corrupt[0]} of epoch {epoch} (position in this host's "
+            "shuffled shard) could not be decoded (corrupt or truncated file). Set "
+            "--config.skip_corrupt_images=True to skip such examples and count them instead."
+        )
+    if corrupt:
+        _corrupt_images_skipped += len(corrupt)
+        logging.warning(
+            "Skipped %d undecodable training image(s) at epoch %d, example index(es) %s; "
+            "%d skipped so far.", len(corrupt), epoch, corrupt, _corrupt_images_skipped,
+        )
+    return batch
 
 
 def create_train_iterator(
@@ -423,6 +526,11 @@ def create_train_iterator(
     Yields {"image": float32 [local_devices, per_device, S, S, 3],
     "label": int32 [local_devices, per_device]}. Batch k is the same whether
     iteration started at 0 or at any step <= k.
+
+    An example whose image does not decode is, with config.skip_corrupt_images
+    (default True), replaced in its batch by a copy of the batch's first valid
+    example and counted in `corrupt_images_skipped()`; otherwise the iterator
+    raises `CorruptImageError` naming the example.
     """
     process_index, process_count, local_device_count = _resolve_topology(
         process_index, process_count, local_device_count
@@ -434,10 +542,11 @@ def create_train_iterator(
     shard = _train_shard(config, process_index, process_count)
     steps = _steps_per_epoch(_num_examples(builder, shard), host_batch)
     start_epoch, first_batch = divmod(start_step, steps)
+    skip_corrupt = config.get("skip_corrupt_images", True)
 
     def batches() -> Iterator[Batch]:
         for epoch in itertools.count(start_epoch):
-            yield from _train_epoch_dataset(
+            epoch_batches = _train_epoch_dataset(
                 builder,
                 shard,
                 config,
@@ -448,6 +557,8 @@ def create_train_iterator(
                 local_device_count=local_device_count,
                 host_batch=host_batch,
             ).as_numpy_iterator()
+            for batch in epoch_batches:
+                yield _check_decoded(batch, epoch=epoch, skip_corrupt=skip_corrupt)
 
     return batches()
 

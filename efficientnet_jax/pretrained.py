@@ -517,3 +517,83 @@ def from_keras(path_or_model: Any, variant: str, check_front_end: bool = True) -
     if check_front_end:
         check_keras_front_end(front_end)
     return variables
+
+
+# --- Command line: published weights to a checkpoint eval.py reads ---------------------------------
+
+_SOURCE_SUFFIXES = {"timm": (".safetensors", ".pth", ".pt", ".bin"), "keras": (".h5",)}
+
+
+def source_of(path: PathLike) -> str:
+    """'timm' or 'keras', from the file name (released files keep their usual suffixes)."""
+    for source, suffixes in _SOURCE_SUFFIXES.items():
+        if os.fspath(path).endswith(suffixes):
+            return source
+    accepted = ", ".join(suffix for suffixes in _SOURCE_SUFFIXES.values() for suffix in suffixes)
+    raise WeightImportError(
+        f"{os.fspath(path)} is not a weights file this converter reads ({accepted}): timm's "
+        f"tf_efficientnet_b* (.safetensors, or .pth with torch) or Keras's EfficientNetB* (.h5, .weights.h5)."
+    )
+
+
+def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> str:
+    """Saves imported weights as training's step-0 checkpoint (`<out_dir>/checkpoints/0/{state,model}`)
+    and returns its step directory. The TrainState holds the weights both as the raw and as the EMA
+    variables, so `eval.py --weights=ema` (the default) and `--weights=raw` agree, with a fresh
+    RMSProp state of the reference recipe so the tree has training's structure."""
+    from configs import default  # the training stack (TensorFlow included) only for this command
+    from efficientnet_jax import checkpointing, optim, trainer
+
+    config = default.get_config()
+    schedule = optim.learning_rate_schedule(
+        optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
+        steps_per_epoch=1,  # any schedule gives the same initial state; only its structure matters
+        warmup_epochs=config.warmup_epochs,
+        decay_factor=config.lr_decay_factor,
+        decay_epochs=config.lr_decay_epochs,
+    )
+    state = trainer.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=optim.rmsprop(schedule, config).init(variables["params"]),
+        ema_params=variables["params"],
+        ema_batch_stats=variables["batch_stats"],
+    )
+    checkpointer = checkpointing.Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1, asynchronous=False)
+    checkpointer.save(0, state, model_spec(variant))
+    checkpointer.close()
+    return os.path.join(checkpointer.directory, "0")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """`python -m efficientnet_jax.pretrained <weights file> <variant> <out_dir> [--source=...]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m efficientnet_jax.pretrained",
+        description="Convert timm or Keras EfficientNet weights into a checkpoint that eval.py evaluates.",
+    )
+    parser.add_argument("weights_file", help="timm .safetensors/.pth, or Keras .h5/.weights.h5")
+    parser.add_argument("variant", help="b0..b7 (or efficientnet-b0..)")
+    parser.add_argument("out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0")
+    parser.add_argument("--source", choices=("auto", "timm", "keras"), default="auto", help="default: from the suffix")
+    args = parser.parse_args(argv)
+    try:
+        if os.path.exists(args.out_dir) and (not os.path.isdir(args.out_dir) or os.listdir(args.out_dir)):
+            raise WeightImportError(f"{args.out_dir} exists and is not empty; choose a new out_dir.")
+        if not os.path.isfile(args.weights_file):
+            raise WeightImportError(f"{args.weights_file} is not a file.")
+        source = source_of(args.weights_file) if args.source == "auto" else args.source
+        variables = (from_timm if source == "timm" else from_keras)(args.weights_file, args.variant)
+    except (WeightImportError, ValueError, OSError) as error:  # ValueError: an unknown variant name
+        parser.exit(1, f"error: {error}\n")
+    step_directory = write_checkpoint(variables, args.variant, args.out_dir)
+    print(
+        f"Wrote {step_directory}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
+        f"{canonical_variant(args.variant).removeprefix('efficientnet-')} --checkpoint={os.path.abspath(args.out_dir)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

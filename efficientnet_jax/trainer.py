@@ -24,12 +24,14 @@ import optax
 from absl import logging
 from clu import metric_writers
 from jax import lax
+from jax.experimental import multihost_utils
 
 from efficientnet_jax import checkpointing, input_pipeline, optim
 from efficientnet_jax.model import EfficientNet, create_model
 from efficientnet_jax.scaling import ModelSpec
 
 AXIS_NAME = "batch"
+MULTIHOST_CHECK_EVERY_STEPS = 10
 
 
 class ConfigError(ValueError):
@@ -91,6 +93,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
+    """This device's keys for this step: folded with the step (so a resumed job replays the same
+    draws) and with the device's index (so replicas draw different masks). Call under pmap."""
+    key = jax.random.fold_in(jax.random.fold_in(rng, step), lax.axis_index(AXIS_NAME))
+    dropout_rng, drop_path_rng = jax.random.split(key)
+    return {"dropout": dropout_rng, "drop_path": drop_path_rng}
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -105,11 +115,8 @@ def train_step(
 
     Batch-norm statistics are reduced across replicas inside the model (its BN axis_name), the
     gradients here with `pmean`, so N devices compute what one device would on the whole batch.
-    Each device draws its own dropout/stochastic-depth masks: the step's key is folded with the
-    step number (so resume replays the same draws) and the device's index.
+    Each device draws its own dropout/stochastic-depth masks (`step_rngs`).
     """
-    step_rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(AXIS_NAME))
-    dropout_rng, drop_path_rng = jax.random.split(step_rng)
     num_classes = model.spec.num_classes
 
     def loss_fn(params):
@@ -118,7 +125,7 @@ def train_step(
             batch["image"],
             train=True,
             mutable=["batch_stats"],
-            rngs={"dropout": dropout_rng, "drop_path": drop_path_rng},
+            rngs=step_rngs(rng, state.step),
         )
         data_loss = jnp.mean(cross_entropy(logits, batch["label"], num_classes, config.label_smoothing))
         loss = data_loss + config.weight_decay * optim.l2_penalty(params)
@@ -183,9 +190,39 @@ def evaluate(
     }
 
 
+def pmap_train_step(
+    model: EfficientNet,
+    tx: optax.GradientTransformation,
+    learning_rate_fn: optax.Schedule,
+    config: ml_collections.ConfigDict,
+    rng: jax.Array,
+    devices: Optional[list] = None,
+) -> Callable:
+    """`train_step` pmapped over the devices, the state's buffers donated (updated in place)."""
+    step = functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, config=config, rng=rng)
+    return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,), devices=devices)
+
+
+def pmap_eval_step(model: EfficientNet, devices: Optional[list] = None) -> Callable:
+    return jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS_NAME, devices=devices)
+
+
+def replicate(tree: Any, devices: Optional[list] = None) -> Any:
+    """Copies a host tree to every device, laid out exactly as pmap's outputs are.
+
+    `flax.jax_utils.replicate` alone gives arrays sharded over a differently named mesh, so the
+    second train step (fed the first step's outputs) would compile the whole step again.
+    """
+    replicated = flax.jax_utils.replicate(tree, devices)
+    return jax.pmap(lambda x: x, axis_name=AXIS_NAME, devices=devices)(replicated)
+
+
 def unreplicate(tree: Any) -> Any:
-    """The first local device's copy of a replicated tree (a single-device array per leaf)."""
-    return jax.tree.map(lambda x: x[0], tree)
+    """The first local device's copy of a replicated tree (a single-device array per leaf).
+
+    Reads the local shard directly: indexing a multi-process array would run a computation that
+    every host must join, and hosts reach this point at different times."""
+    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -233,12 +270,14 @@ class _PreemptionFlag:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def agreed(self) -> bool:
-        """True on every host if any host was signalled, so all stop at the same step."""
+    def agreed(self, step: int) -> bool:
+        """True on every host if any host was signalled, so all stop at the same step. Across hosts
+        the flags are gathered every `MULTIHOST_CHECK_EVERY_STEPS` steps, not every step, so the
+        step loop keeps dispatching ahead of the devices."""
         if jax.process_count() == 1:
             return self.requested
-        from jax.experimental import multihost_utils
-
+        if step % MULTIHOST_CHECK_EVERY_STEPS:
+            return False
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
@@ -286,14 +325,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     if start_step:
         state = checkpointer.restore(start_step, state, spec)
         logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
-    state = flax.jax_utils.replicate(state)
-
-    p_train_step = jax.pmap(
-        functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, config=config, rng=step_rng),
-        axis_name=AXIS_NAME,
-        donate_argnums=(0,),
-    )
-    p_eval_step = jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS_NAME)
+    state = replicate(state)
+    p_train_step = pmap_train_step(model, tx, learning_rate_fn, config, step_rng)
+    p_eval_step = pmap_eval_step(model)
 
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
     if start_step == 0:
@@ -346,7 +380,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             at_end = step == num_train_steps
             should_log = step % config.log_every_steps == 0 or at_end
             should_checkpoint = step % config.checkpoint_every_steps == 0 or at_end
-            preempted = preemption.agreed()
+            preempted = preemption.agreed(step)
             if should_log or should_checkpoint or preempted:
                 fetched = jax.device_get(pending_metrics)
                 last_metrics = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[-1]}
@@ -363,7 +397,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 images_per_second = steps_done * config.batch_size / elapsed if steps_done and elapsed > 0 else 0.0
                 step_seconds = elapsed / steps_done if steps_done else float("nan")
                 eta = (num_train_steps - step) * step_seconds if steps_done else float("nan")
-                writer.write_scalars(step, {**last_metrics, "images_per_second": images_per_second, "step_seconds": step_seconds})
+                writer.write_scalars(step, {
+                    **last_metrics, "images_per_second": images_per_second, "step_seconds": step_seconds,
+                    "corrupt_images_skipped": input_pipeline.corrupt_images_skipped(),
+                })
                 logging.info(
                     "step %d/%d (%.1f%%) loss %.4f top-1 %.3f lr %.5f grad-norm %.3f | %.1f img/s, %.3f s/step, ETA %s",
                     step, num_train_steps, 100 * step / num_train_steps, last_metrics["loss"], last_metrics["top1"],

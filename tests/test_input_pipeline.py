@@ -83,8 +83,18 @@ def _fake_imagenet_example(index: tf.Tensor, salt: int) -> dict[str, tf.Tensor]:
     }
 
 
+def _truncate_if_corrupt(
+    example: dict[str, tf.Tensor], corrupt_labels: tuple[int, ...]
+) -> dict[str, tf.Tensor]:
+    """Cuts the JPEG of the listed examples in half, as an interrupted copy would."""
+    image = example["image"]
+    is_corrupt = tf.reduce_any(tf.equal(example["label"], tf.constant(corrupt_labels, tf.int64)))
+    half = tf.strings.substr(image, 0, tf.strings.length(image) // 2)
+    return {**example, "image": tf.where(is_corrupt, half, image)}
+
+
 def _fake_imagenet_as_dataset(
-    builder, split, decoders=None, read_config=None, shuffle_files=False
+    builder, split, decoders=None, read_config=None, shuffle_files=False, corrupt_labels=()
 ) -> tf.data.Dataset:
     """Serves exactly the examples that `split`'s file instructions select."""
     del read_config, shuffle_files
@@ -95,6 +105,8 @@ def _fake_imagenet_as_dataset(
         for fi in builder.info.splits[split].file_instructions
     ]
     examples = functools.reduce(tf.data.Dataset.concatenate, parts)
+    if corrupt_labels:
+        examples = examples.map(functools.partial(_truncate_if_corrupt, corrupt_labels=corrupt_labels))
     return examples.map(functools.partial(builder.info.features.decode_example, decoders=decoders))
 
 
@@ -125,14 +137,25 @@ def imagenet_metadata_dir(tmp_path_factory) -> str:
     return str(root)
 
 
+def mock_fake_imagenet(metadata_dir: str, corrupt_labels: tuple[int, ...] = ()):
+    """Context in which `imagenet2012` is the fake; `corrupt_labels` name truncated JPEGs."""
+
+    def as_dataset(builder, split, decoders=None, read_config=None, shuffle_files=False) -> tf.data.Dataset:
+        # A plain function, not a partial: mock_data installs it as a method.
+        return _fake_imagenet_as_dataset(builder, split, decoders, read_config, shuffle_files, corrupt_labels)
+
+    return tfds.testing.mock_data(
+        policy=tfds.testing.MockPolicy.USE_FILES, data_dir=metadata_dir, as_dataset_fn=as_dataset
+    )
+
+
 @pytest.fixture
 def fake_imagenet(imagenet_metadata_dir) -> Iterator[None]:
-    with tfds.testing.mock_data(
-        policy=tfds.testing.MockPolicy.USE_FILES,
-        data_dir=imagenet_metadata_dir,
-        as_dataset_fn=_fake_imagenet_as_dataset,
-    ):
+    with mock_fake_imagenet(imagenet_metadata_dir):
         yield
+
+
+CORRUPT_LABEL = 13
 
 
 def imagenet_config(**overrides) -> ml_collections.ConfigDict:
@@ -192,6 +215,58 @@ def test_eval_sees_every_example_once_on_every_host_count(
     assert len(batch_counts) == 1  # Same number of batches on every host.
     assert len(labels_seen) == split_size
     assert sorted(labels_seen) == list(range(split_size))
+
+
+def _one_epoch(config, start_step: int = 0) -> list[dict]:
+    """Steps start_step..4 of epoch 0 (40 examples / batch 8) on one host with 2 devices."""
+    batches = input_pipeline.create_train_iterator(
+        config, start_step=start_step, process_index=0, process_count=1, local_device_count=2
+    )
+    return take(batches, 5 - start_step)
+
+
+def test_corrupt_jpeg_is_skipped_counted_and_changes_nothing_else(imagenet_metadata_dir):
+    """A truncated JPEG is counted, its batch stays full, and no other example moves or changes."""
+    config = imagenet_config(batch_size=8, skip_corrupt_images=True)
+    with mock_fake_imagenet(imagenet_metadata_dir):
+        clean_run = _one_epoch(config)
+    with mock_fake_imagenet(imagenet_metadata_dir, corrupt_labels=(CORRUPT_LABEL,)):
+        skipped_before = input_pipeline.corrupt_images_skipped()
+        corrupt_run = _one_epoch(config)
+        assert input_pipeline.corrupt_images_skipped() - skipped_before == 1
+        [hit] = [k for k, batch in enumerate(clean_run) if CORRUPT_LABEL in batch["label"]]
+        # Resuming at the batch holding the corrupt example gives the same batches.
+        assert_batches_equal(_one_epoch(config, start_step=hit), corrupt_run[hit:])
+    labels = np.concatenate([batch["label"].ravel() for batch in corrupt_run])
+    assert CORRUPT_LABEL not in labels
+    assert len(labels) == 40  # Every batch stays full: one example fills the corrupt slot twice.
+    assert all(batch.keys() == {"image", "label"} for batch in corrupt_run)
+    # Other batches, and the other examples of the hit batch, keep their seeds and positions.
+    assert_batches_equal(corrupt_run[:hit] + corrupt_run[hit + 1 :], clean_run[:hit] + clean_run[hit + 1 :])
+    kept = clean_run[hit]["label"] != CORRUPT_LABEL
+    np.testing.assert_array_equal(corrupt_run[hit]["image"][kept], clean_run[hit]["image"][kept])
+
+
+def test_corrupt_jpeg_raises_naming_the_key_when_skipping_is_off(imagenet_metadata_dir):
+    config = imagenet_config(batch_size=8, skip_corrupt_images=False)
+    with mock_fake_imagenet(imagenet_metadata_dir, corrupt_labels=(CORRUPT_LABEL,)):
+        expected = r"example \d+ .*config.skip_corrupt_images"
+        with pytest.raises(input_pipeline.CorruptImageError, match=expected):
+            _one_epoch(config)
+
+
+# ----------------------------------------------------------------------------
+# Per-variant recipe.
+
+
+@pytest.mark.parametrize("variant, magnitude", [("b0", 10.0), ("b5", 17.0), ("b7", 28.0)])
+def test_imagenet_config_sets_the_reference_randaugment_magnitude(variant, magnitude):
+    from configs import imagenet
+
+    config = imagenet.get_config(variant)
+    assert config.randaugment_magnitude == magnitude
+    assert config.augment is None  # AutoAugment/RandAugment are opt-in, as in the official code.
+    assert config.skip_corrupt_images
 
 
 # ----------------------------------------------------------------------------

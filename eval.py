@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint: `python eval.py --config=configs/imagenet.py:b0 --checkpoint=/runs/b0`.
+
+--checkpoint is a step directory (`<workdir>/checkpoints/<step>`), or a workdir (its newest step, or
+--step=N). The variant's eval preprocessing runs on --split (default config.eval_split) over all
+devices of all hosts, every example counted once; the metrics are printed and written as JSON to
+--output (default `<workdir>/eval_<split>_<step>_<weights>.json`). With --follow it evaluates every
+checkpoint of a training workdir as it appears, and stops after the job's final step.
+"""
+
+import json
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from efficientnet_jax import evaluation, input_pipeline, trainer
+from efficientnet_jax.checkpointing import CheckpointError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Configuration the checkpoint was trained with.", lock_config=True)
+flags.DEFINE_string("checkpoint", None, "A checkpoint step directory, or a workdir (newest step, or --step).", required=True)
+flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to evaluate (default: the newest).")
+flags.DEFINE_enum("weights", "ema", sorted(evaluation.WEIGHT_FIELDS), "Evaluate the EMA weights (as the reference does) or the raw ones.")
+flags.DEFINE_string("split", None, "TFDS split to evaluate, e.g. 'validation' or 'test[:50%]' (default: config.eval_split).")
+flags.DEFINE_string("output", None, "JSON file to write (default: eval_<split>_<step>_<weights>.json in the workdir).")
+flags.DEFINE_bool("follow", False, "Watch the workdir and evaluate each new checkpoint once, until the job's final step.")
+flags.DEFINE_float("poll_interval_s", 60.0, "With --follow: seconds between looks for new checkpoints.")
+flags.DEFINE_float("follow_timeout_s", None, "With --follow: stop after this many seconds even if training has not finished.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and SLURM are detected automatically).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process jobs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
+
+
+def report(results: dict, path: str) -> None:
+    logging.info("Wrote %s", path)
+    if jax.process_index() == 0:
+        print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+
+
+def run() -> None:
+    if FLAGS.follow and (FLAGS.step is not None or FLAGS.output):
+        raise app.UsageError("--follow evaluates every step into its own file: drop --step and --output.")
+    if FLAGS.follow:
+        evaluator = evaluation.Evaluator(FLAGS.config, FLAGS.split)
+        for results, path in evaluation.follow(
+            evaluator, FLAGS.checkpoint, FLAGS.weights, FLAGS.poll_interval_s, FLAGS.follow_timeout_s
+        ):
+            report(results, path)
+        return
+    location = evaluation.locate_checkpoint(FLAGS.checkpoint, FLAGS.step)  # before any slow set-up
+    evaluator = evaluation.Evaluator(FLAGS.config, FLAGS.split)
+    report(*evaluation.evaluate_to_file(evaluator, location, FLAGS.weights, FLAGS.output))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.multihost or FLAGS.coordinator_address:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    try:
+        run()
+    except (CheckpointError, trainer.ConfigError, input_pipeline.DatasetConfigError) as error:
+        sys.exit(f"eval.py: {error}")  # a message that names the fix; a traceback would bury it
+
+
+if __name__ == "__main__":
+    app.run(main)

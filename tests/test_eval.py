@@ -1,0 +1,208 @@
+"""eval.py and the converter: metrics equal to the training job's own evaluation, every example
+counted once, --follow, clear refusals (another model, corrupt files, not a checkpoint) that write
+nothing, and converted Keras weights read back bit-exactly.
+
+One tiny job is trained per module (3 steps, checkpoints at steps 2 and 3); tests that could alter
+its workdir work on a copy. Compilation dominates on 2 cores, so the eval step keeps the training
+job's shapes wherever the test allows and the CLIs run in subprocesses only where the CLI is what is
+tested (they reuse the compiled steps through the persistent cache set in conftest.py).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import quickstart
+from efficientnet_jax import evaluation, input_pipeline, pretrained, trainer
+from efficientnet_jax.checkpointing import CheckpointError
+from efficientnet_jax.model import model_spec
+from tests.test_pretrained import import_keras
+from tests.workers import tiny_config as tiny_config_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_SPLIT_SIZE = 360  # sklearn_digits' test split
+TIMING_KEY = "images_per_second"  # the only field that may differ between two evaluations
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tfds"))
+    config = quickstart.get_config()
+    config.data_dir = path
+    input_pipeline.get_builder(config)  # prepares sklearn_digits offline
+    return path
+
+
+def tiny_config(data_dir, **overrides):
+    config = tiny_config_module.get_config(data_dir)
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def workdir(data_dir, tmp_path_factory):
+    """A finished training job: checkpoints at steps 2 and 3, final_metrics.json of step 3. No warm-up
+    and a large learning rate, so that three steps move the raw weights visibly away from the EMA."""
+    path = str(tmp_path_factory.mktemp("run"))
+    config = tiny_config(data_dir, num_train_steps=3, checkpoint_every_steps=2, warmup_epochs=0.0, base_learning_rate=1.0)
+    trainer.train_and_evaluate(config, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluator(data_dir):
+    return evaluation.Evaluator(tiny_config(data_dir))
+
+
+def run_eval_cli(data_dir, *flags):
+    command = [
+        sys.executable, os.path.join(REPO, "eval.py"),
+        f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}", *flags,
+    ]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def files_under(path):
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+
+
+def without_timing(results):
+    return {key: value for key, value in results.items() if key != TIMING_KEY}
+
+
+def test_metrics_equal_the_training_jobs_evaluation_and_count_every_example_once(workdir, evaluator):
+    """The training job evaluated the same state (step 3) through `trainer.evaluate`. The eval batch,
+    64, does not divide the 360 examples: the last batch is padded with 24 masked slots."""
+    assert TEST_SPLIT_SIZE % evaluator.config.eval_batch_size
+    with open(os.path.join(workdir, evaluation.FINAL_METRICS_FILE)) as f:
+        final = json.load(f)
+    location = evaluation.locate_checkpoint(workdir)
+    assert location.step == final["step"] == 3
+    results = {weights: evaluator.evaluate(location, weights) for weights in ("ema", "raw")}
+    for weights, metrics in results.items():
+        assert metrics["num_examples"] == final[f"eval_{weights}_num_examples"] == TEST_SPLIT_SIZE
+        for key in ("top1", "top5", "loss"):
+            np.testing.assert_allclose(metrics[key], final[f"eval_{weights}_{key}"], rtol=1e-6, err_msg=key)
+        assert (metrics["step"], metrics["weights"], metrics["split"]) == (3, weights, "test")
+        assert metrics[TIMING_KEY] > 0
+    assert abs(results["ema"]["loss"] - results["raw"]["loss"]) > 1e-3  # the EMA lags the raw weights
+
+
+def test_cli_follow_evaluates_each_checkpoint_once_and_agrees_with_a_second_evaluation(data_dir, workdir, evaluator):
+    """The job has finished: --follow evaluates steps 2 and 3, once each, and stops at final_metrics'
+    step 3. The JSON it writes equals an in-process evaluation, the timing aside."""
+    result = run_eval_cli(data_dir, f"--checkpoint={workdir}", "--follow", "--poll_interval_s=0.1", "--follow_timeout_s=200")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('"step":') == 2, result.stdout
+    written = sorted(name for name in os.listdir(workdir) if name.startswith("eval_"))
+    assert written == ["eval_test_2_ema.json", "eval_test_3_ema.json"]
+    with open(os.path.join(workdir, "eval_test_3_ema.json")) as f:
+        from_cli = json.load(f)
+    assert set(from_cli) >= {"top1", "top5", "loss", "num_examples", "step", "weights", TIMING_KEY}
+    again = evaluator.evaluate(evaluation.locate_checkpoint(workdir, step=3), "ema")
+    assert without_timing(from_cli) == without_timing(again)
+
+
+def test_checkpoint_argument_forms(workdir, tmp_path):
+    step_directory = os.path.join(workdir, "checkpoints", "2")
+    assert evaluation.locate_checkpoint(step_directory) == evaluation.locate_checkpoint(workdir, step=2)
+    location = evaluation.locate_checkpoint(step_directory)
+    assert (location.step, location.results_directory) == (2, os.path.abspath(workdir))
+    assert evaluation.results_path(location, "test[:50%]", "raw") == os.path.join(
+        os.path.abspath(workdir), "eval_test_50_2_raw.json"
+    )
+    # A step directory copied out of its workdir: the results go next to it.
+    loose = shutil.copytree(step_directory, tmp_path / "2")
+    assert evaluation.locate_checkpoint(str(loose)).results_directory == str(tmp_path)
+    with pytest.raises(CheckpointError, match=r"no checkpoint of step 7; it has steps \[2, 3\]"):
+        evaluation.locate_checkpoint(workdir, step=7)
+    with pytest.raises(CheckpointError, match="contradicts"):
+        evaluation.locate_checkpoint(step_directory, step=3)
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
+        evaluation.locate_checkpoint(str(tmp_path / "2" / "state"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluation.locate_checkpoint(str(tmp_path / "missing"))
+
+
+def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, workdir):
+    before = files_under(workdir)
+    result = run_eval_cli(
+        data_dir, f"--checkpoint={workdir}", "--config.model.variant=efficientnet-b1", "--config.model.width=0.5"
+    )
+    assert result.returncode != 0
+    message = result.stderr
+    assert "eval.py: The checkpoint at" in message and "Traceback" not in message, message[-3000:]
+    assert "efficientnet-b0 (width 0.25" in message and "efficientnet-b1 (width 0.5" in message, message[-3000:]
+    assert files_under(workdir) == before
+
+
+@pytest.mark.parametrize("damage", ["garble", "delete"])
+def test_damaged_array_files_are_a_clear_error_and_nothing_is_written(workdir, evaluator, tmp_path, damage):
+    """Every array data file of the state item damaged (a single one may hold only optimizer state,
+    which evaluation rightly never reads)."""
+    copy = str(shutil.copytree(workdir, tmp_path / "run"))
+    state = os.path.join(copy, "checkpoints", "3", "state")
+    array_files = [path for path in files_under(state) if os.path.basename(os.path.dirname(path)) == "d"]
+    assert array_files
+    for path in array_files:
+        if damage == "delete":
+            os.remove(path)
+        else:
+            with open(path, "r+b") as f:
+                data = bytearray(f.read())
+                data[::7] = bytes(b ^ 0xFF for b in data[::7])
+                f.seek(0)
+                f.write(data)
+    before = files_under(copy)
+    with pytest.raises(CheckpointError, match=r"Cannot read the checkpoint at .*3: .* truncated or corrupt"):
+        evaluation.evaluate_to_file(evaluator, evaluation.locate_checkpoint(copy), "ema")
+    assert files_under(copy) == before
+
+
+def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
+    """Keras B0 with random weights (32x32 input: the weights do not depend on it) saved as
+    `.weights.h5`, converted through the command's entry point; the checkpoint holds exactly the
+    imported variables as both EMA and raw weights, for a 1000-class B0."""
+    keras = import_keras()
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
+    normalization = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
+    count = normalization.get_weights()[2]  # the published files' front-end: ImageNet statistics
+    normalization.set_weights([np.asarray(pretrained.IMAGENET_MEAN), np.asarray(pretrained.IMAGENET_STD) ** 2, count])
+    weights_file = str(tmp_path / "b0.weights.h5")
+    model.save_weights(weights_file)
+    out_dir = tmp_path / "converted"
+
+    pretrained.main([weights_file, "b0", str(out_dir)])
+    assert "Evaluate it with: python eval.py --config=configs/imagenet.py:b0" in capsys.readouterr().out
+    location = evaluation.locate_checkpoint(str(out_dir))
+    assert (location.step, location.results_directory) == (0, str(out_dir))
+    imported = pretrained.from_keras(weights_file, "b0")
+    for weights in ("ema", "raw"):
+        restored = evaluation.read_variables(location, model_spec("b0"), weights)
+        assert jax.tree.structure(restored) == jax.tree.structure(imported)
+        for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(imported)):
+            np.testing.assert_array_equal(a, b)
+
+    refusals = [
+        ([weights_file, "b0", str(out_dir)], "exists and is not empty"),
+        ([weights_file, "b1", str(tmp_path / "b1")], "look like efficientnet-b0"),
+        ([str(tmp_path / "b0.json"), "b0", str(tmp_path / "json")], "not a weights file"),
+    ]
+    (tmp_path / "b0.json").write_text("{}")
+    for argv, message in refusals:
+        with pytest.raises(SystemExit) as exit_info:
+            pretrained.main(argv)
+        assert exit_info.value.code == 1
+        assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "b1") and not os.path.exists(tmp_path / "json")
