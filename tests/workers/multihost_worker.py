@@ -27,17 +27,13 @@ import functools  # noqa: E402
 import flax.jax_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import quickstart  # noqa: E402
 from efficientnet_jax import optim, trainer  # noqa: E402
 from efficientnet_jax.model import EfficientNet  # noqa: E402
+from tests.workers import tiny_config as tiny_config_module  # noqa: E402
 
 
 def tiny_config():
-    config = quickstart.get_config()
-    config.data_dir = data_dir
-    config.model.width = 0.25
-    config.model.depth = 0.25
-    config.image_size = 16
+    config = tiny_config_module.get_config(data_dir)
     config.batch_size = 8
     config.eval_batch_size = 40
     config.num_train_steps = 3
