@@ -2,9 +2,9 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from tests import xla_flags
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags.for_devices(8)).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Compiled steps are reused across tests and the subprocesses they start (same model, same step):
@@ -15,3 +15,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="efficientnet_jax_xla_cache_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402  (after the environment above, which JAX reads when first imported)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """sklearn_digits prepared once per test session, offline."""
+    from configs import quickstart
+    from efficientnet_jax import input_pipeline
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    config = quickstart.get_config()
+    config.data_dir = path
+    input_pipeline.get_builder(config)
+    return path

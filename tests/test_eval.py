@@ -18,36 +18,15 @@ import jax
 import numpy as np
 import pytest
 
-from configs import quickstart
-from efficientnet_jax import evaluation, input_pipeline, pretrained, trainer
+from efficientnet_jax import evaluation, pretrained, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.test_pretrained import import_keras
-from tests.workers import tiny_config as tiny_config_module
+from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_SPLIT_SIZE = 360  # sklearn_digits' test split
 TIMING_KEY = "images_per_second"  # the only field that may differ between two evaluations
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("tfds"))
-    config = quickstart.get_config()
-    config.data_dir = path
-    input_pipeline.get_builder(config)  # prepares sklearn_digits offline
-    return path
-
-
-def tiny_config(data_dir, **overrides):
-    config = tiny_config_module.get_config(data_dir)
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from configs import quickstart
 from efficientnet_jax import input_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "workers", "multihost_worker.py")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("tfds"))
-    config = quickstart.get_config()
-    config.data_dir = path
-    input_pipeline.get_builder(config)
-    return path
 
 
 def _free_port() -> int:
@@ -33,7 +23,7 @@ def _free_port() -> int:
 
 def _run_workers(mode, num_processes, out_dir, data_dir):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the worker sets its own
     processes = [
         subprocess.Popen(
             [sys.executable, WORKER, mode, str(i), str(num_processes), str(port), str(out_dir), data_dir],
@@ -47,7 +37,6 @@ def _run_workers(mode, num_processes, out_dir, data_dir):
     return [dict(np.load(out_dir / f"params_{mode}_{num_processes}_{i}.npz")) for i in range(num_processes)]
 
 
-@pytest.mark.slow  # hangs at the first multi-host checkpoint save: see the issue note; not yet in CI
 def test_two_hosts_train_the_quick_start_together(data_dir, tmp_path):
     """The real loop on two processes, each reading its own shard: identical parameters on both,
     and only the coordinator writes checkpoints, config and event files."""

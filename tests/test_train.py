@@ -14,32 +14,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import quickstart
 from efficientnet_jax import input_pipeline, optim, trainer
 from efficientnet_jax.model import EfficientNet
-from tests.workers import tiny_config as tiny_config_module
+from tests import xla_flags
+from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("tfds"))
-    config = quickstart.get_config()
-    config.data_dir = path
-    input_pipeline.get_builder(config)  # prepares sklearn_digits offline
-    return path
-
-
-def tiny_config(data_dir, **overrides):
-    config = tiny_config_module.get_config(data_dir)
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
-    return config
 
 
 def _step_fn(config, devices):
@@ -133,7 +113,7 @@ def _run_train(workdir, data_dir, *flags, wait=True):
         sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
         f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}", *flags,
     ]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags.for_devices(2), PYTHONUNBUFFERED="1")
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

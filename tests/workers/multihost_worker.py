@@ -12,9 +12,11 @@ import sys
 mode, process_id, num_processes, port, out_dir, data_dir = sys.argv[1:7]
 process_id, num_processes = int(process_id), int(num_processes)
 devices_per_process = 4 // num_processes
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests import xla_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = xla_flags.for_devices(devices_per_process)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A seconds-long variant of the quick start for subprocess tests: `tiny_config.py:<data_dir>`."""
+"""A seconds-long variant of the quick start, for tests and their subprocesses (`tiny_config.py:<data_dir>`)."""
 
 from configs import quickstart
 
@@ -14,4 +14,16 @@ def get_config(data_dir: str):
     config.log_every_steps = 2
     config.eval_every_steps = 1000
     config.checkpoint_every_steps = 1000
+    return config
+
+
+def tiny_config(data_dir: str, **overrides):
+    """The tiny config with dotted-key overrides: `tiny_config(d, **{"model.width": 0.5})`."""
+    config = get_config(data_dir)
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
     return config
