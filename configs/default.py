@@ -16,16 +16,25 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: a released variant, optionally with coefficient overrides (None keeps the variant's).
     config.model = ml_collections.ConfigDict()
     config.model.variant = "efficientnet-b0"
+    # The unscaled network the variant's coefficients scale: 'efficientnet-b0' | 'mobilenetv2'
+    # (stage table, stem, head, activation; scaling.BASELINES).
+    config.model.baseline = "efficientnet-b0"
+    # A stage table of your own in the official block-string form, e.g. ('r1_k3_s11_e1_i32_o16', ...):
+    # replaces the baseline's stages (its stem, head and activation stay).
+    config.model.block_strings = config_dict.placeholder(tuple)
     config.model.width = config_dict.placeholder(float)
     config.model.depth = config_dict.placeholder(float)
     config.model.dropout_rate = config_dict.placeholder(float)
     config.model.drop_connect_rate = 0.2  # stochastic depth of the last block
+    # Batch-norm moving averages: stats = momentum * stats + (1 - momentum) * batch. The reference's
+    # 0.99 needs long schedules; runs of a few hundred steps want about 0.9 (configs/scaling/common.py).
+    config.model.batch_norm_momentum = 0.99
     config.model.depthwise_implementation = "auto"  # 'auto' | 'xla' | 'shift' (see layers.py)
     config.model.remat = False  # per-block rematerialisation: less memory, more compute
     config.half_precision = True  # bfloat16 activations; float32 parameters, optimizer state and loss
 
     # Data (tensorflow-datasets + tf.data on the host CPU).
-    config.dataset = "imagenet2012"
+    config.dataset = "imagenet2012"  # a TFDS name, or 'folder:/path/to/images' (datasets/image_folder.py)
     config.data_dir = config_dict.placeholder(str)
     config.manual_dir = config_dict.placeholder(str)  # where the ImageNet tar files are, to prepare it
     config.train_split = "train"
@@ -59,6 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 1e-5  # L2 added to the loss, batch-norm variables excluded
     config.label_smoothing = 0.1
     config.ema_decay = 0.9999
+
+    # Fine-tuning (configs/finetune_*.py): start a fresh job from the weights of another checkpoint.
+    # A training workdir, one of its step directories, or `python -m efficientnet_jax.pretrained`'s
+    # output; None trains from scratch. A resumed job ignores it (its own checkpoint wins).
+    config.init_checkpoint = config_dict.placeholder(str)
+    config.init_weights = "ema"  # 'ema' | 'raw': which weights of init_checkpoint to start from
+    config.keep_classifier = False  # also start the classifier from init_checkpoint (same classes)
+    config.freeze_backbone = False  # train only the classifier
+    config.freeze_batch_norm = False  # normalise with, and keep, init_checkpoint's moving statistics
+    config.backbone_learning_rate_multiplier = 1.0  # every parameter but the classifier's: lr x this
 
     # Bookkeeping.
     config.log_every_steps = 100

@@ -39,6 +39,7 @@ import tensorflow_datasets as tfds
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment
+from efficientnet_jax.datasets import image_folder
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -74,14 +75,21 @@ class DatasetConfigError(ValueError):
 
 
 def get_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-    """Returns the TFDS builder of `config.dataset`, preparing it if needed."""
+    """Returns the TFDS builder of `config.dataset`, preparing it if needed; for
+    'folder:<root>', a builder reading the images of that folder (datasets/image_folder.py)."""
+    if image_folder.is_image_folder(config.dataset):
+        try:
+            return image_folder.load(config.dataset)
+        except image_folder.ImageFolderError as e:
+            raise DatasetConfigError(str(e)) from e
     try:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
     except tfds.core.DatasetNotFoundError as e:
         raise DatasetConfigError(
             f"config.dataset={config.dataset!r} is not a TFDS dataset. Set "
             "--config.dataset to a registered name such as 'imagenet2012', "
-            "'cifar10' or 'sklearn_digits' (offline)."
+            "'cifar10' or 'sklearn_digits' (offline), or to "
+            f"'{image_folder.FOLDER_PREFIX}/path/to/images' for a folder of your images."
         ) from e
     if not builder.is_prepared():
         _prepare(builder, config)

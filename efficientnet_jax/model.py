@@ -26,10 +26,15 @@ class EfficientNet(nn.Module):
     With `features=True` it returns instead the last feature map at each stride (2, 4, 8, 16, 32
     for the EfficientNet stage table), for use as a detection or segmentation backbone.
     Variables: {'params', 'batch_stats'}; training draws from the 'dropout' and 'drop_path' RNGs.
+
+    With `freeze_batch_norm`, batch norm normalises with its moving statistics and leaves them
+    unchanged even when `train=True`, while dropout and stochastic depth still train: fine-tuning
+    on a small dataset or small per-device batches keeps the statistics learnt on the large one.
     """
 
     spec: ModelSpec
     batch_norm_axis_name: Optional[str] = None  # set under pmap for cross-replica statistics
+    freeze_batch_norm: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False, features: bool = False):
@@ -43,7 +48,7 @@ class EfficientNet(nn.Module):
         activation = layers.ACTIVATIONS[spec.activation]
         batch_norm = functools.partial(
             nn.BatchNorm,
-            use_running_average=not train,
+            use_running_average=not train or self.freeze_batch_norm,
             momentum=spec.batch_norm_momentum,
             epsilon=spec.batch_norm_epsilon,
             axis_name=self.batch_norm_axis_name,
@@ -77,6 +82,7 @@ class EfficientNet(nn.Module):
                     batch_norm_axis_name=self.batch_norm_axis_name,
                     depthwise_implementation=spec.depthwise_implementation,
                     dtype=dtype,
+                    freeze_batch_norm=self.freeze_batch_norm,
                     name=f"block_{block_index}",
                 )(x, train)
                 block_index += 1

@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 BATCH_NORM_SUFFIX = "_bn"  # every BatchNorm module of the model is named '*_bn'
+CLASSIFIER = "classifier"  # the model's final dense layer; every other parameter is the backbone
 
 
 def scaled_learning_rate(base_learning_rate: float, global_batch_size: int) -> float:
@@ -60,6 +61,39 @@ def rmsprop(learning_rate: optax.ScalarOrSchedule, config: ml_collections.Config
         eps_in_sqrt=True,
         momentum=config.rmsprop_momentum,
     )
+
+
+def optimizer(
+    learning_rate: optax.ScalarOrSchedule, config: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
+    """The job's optimiser: the reference RMSProp, with the backbone slowed down or frozen for fine-tuning.
+
+    `config.backbone_learning_rate_multiplier` scales the backbone's updates, which equals RMSProp at
+    that multiple of the learning rate (TF1 RMSProp applies the rate before the momentum trace, so the
+    update is linear in it); the classifier keeps the full rate. `config.freeze_backbone` leaves the
+    backbone unchanged whatever the multiplier, and keeps no optimizer state for it. With neither,
+    this is `rmsprop` itself, so the reference recipe's optimizer state is unchanged.
+    """
+    classifier = rmsprop(learning_rate, config)
+    if config.freeze_backbone:
+        backbone = optax.set_to_zero()
+    elif config.backbone_learning_rate_multiplier != 1.0:
+        multiplier = config.backbone_learning_rate_multiplier
+        backbone = optax.chain(rmsprop(learning_rate, config), optax.scale(multiplier))
+    else:
+        return classifier
+    return optax.multi_transform({CLASSIFIER: classifier, "backbone": backbone}, parameter_groups)
+
+
+def parameter_groups(params) -> Any:
+    """The optimizer group of every parameter: 'classifier' for the final dense layer, 'backbone' else."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: CLASSIFIER if is_classifier_parameter(path) else "backbone", params
+    )
+
+
+def is_classifier_parameter(path: tuple[Any, ...]) -> bool:
+    return str(getattr(path[0], "key", path[0])) == CLASSIFIER
 
 
 def is_batch_norm_parameter(path: tuple[Any, ...]) -> bool:

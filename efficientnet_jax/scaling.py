@@ -112,20 +112,34 @@ def round_repeats(repeats: int, depth: float) -> int:
     return int(math.ceil(depth * repeats))
 
 
+def round_resolution(resolution: int, multiplier: float, divisor: int = 8) -> int:
+    """Scales an input resolution and rounds it to the nearest multiple of `divisor` pixels (at
+    least one multiple), as the released B1-B7 resolutions are multiples of 4 or 8."""
+    if multiplier <= 0 or divisor <= 0:
+        raise ValueError(f"Resolution multiplier and divisor must be positive: {multiplier}, {divisor}.")
+    return int(max(1, round(resolution * multiplier / divisor)) * divisor)
+
+
 def compound_coefficients(
-    phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15, base_resolution: int = 224
+    phi: float,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    base_resolution: int = 224,
+    resolution_divisor: int = 8,
 ) -> tuple[float, float, int]:
     """The paper's compound scaling (Section 3.3): depth alpha^phi, width beta^phi, resolution
     gamma^phi, under alpha * beta^2 * gamma^2 ~ 2 so FLOPs grow by about 2^phi.
 
-    Returns (width, depth, resolution); the resolution is rounded to a multiple of 8 pixels.
+    Returns (width, depth, resolution); the resolution is rounded to a multiple of
+    `resolution_divisor` pixels (`round_resolution`).
     """
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}.")
     width = beta**phi
     depth = alpha**phi
-    resolution = int(round(base_resolution * gamma**phi / 8) * 8)
+    resolution = round_resolution(base_resolution, gamma**phi, resolution_divisor)
     return width, depth, resolution
 
 
@@ -189,7 +203,7 @@ def _canonical_variant_name(name: str) -> str:
     return name
 
 
-def variant_spec(name: str, **overrides) -> ModelSpec:
+def variant_spec(name: str, /, **overrides) -> ModelSpec:
     """The spec of a released variant ('efficientnet-b3' or 'b3'), with optional field overrides."""
     canonical = _canonical_variant_name(name)
     if canonical not in VARIANTS:
@@ -209,3 +223,40 @@ def variant_spec(name: str, **overrides) -> ModelSpec:
 
 def stages_from_block_strings(block_strings: Sequence[str]) -> tuple[StageSpec, ...]:
     return tuple(decode_block_string(s) for s in block_strings)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """An unscaled network: what compound scaling starts from. Its widths are scaled by
+    `round_filters`, its repeats by `round_repeats`, like B0's."""
+
+    stages: tuple[StageSpec, ...]
+    stem_filters: int
+    head_filters: int
+    activation: str
+
+
+# MobileNetV2 (Sandler et al. 2018, Table 2: stages t, c, n, s) in the same blocks: expand t, no SE,
+# kernel 3 everywhere, ReLU6; the paper's Table 3 scales it. With width 1 at 224 pixels it has
+# torchvision's 3,504,872 parameters and about 0.30 G multiply-adds.
+MOBILENET_V2_BLOCKS = (
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r3_k3_s22_e6_i24_o32",
+    "r4_k3_s22_e6_i32_o64",
+    "r3_k3_s11_e6_i64_o96",
+    "r3_k3_s22_e6_i96_o160",
+    "r1_k3_s11_e6_i160_o320",
+)
+
+# The baselines a config can name (`config.model.baseline`); add a line here for a new one.
+BASELINES = {
+    "efficientnet-b0": Baseline(EFFICIENTNET_B0_STAGES, STEM_FILTERS, HEAD_FILTERS, "swish"),
+    "mobilenetv2": Baseline(stages_from_block_strings(MOBILENET_V2_BLOCKS), 32, 1280, "relu6"),
+}
+
+
+def get_baseline(name: str) -> Baseline:
+    if name not in BASELINES:
+        raise ValueError(f"Unknown baseline {name!r}. Valid baselines: {', '.join(sorted(BASELINES))}.")
+    return BASELINES[name]

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 
 from efficientnet_jax import checkpointing, input_pipeline, optim
 from efficientnet_jax.model import EfficientNet, create_model
-from efficientnet_jax.scaling import ModelSpec
+from efficientnet_jax.scaling import ModelSpec, get_baseline, stages_from_block_strings
 
 AXIS_NAME = "batch"
 MULTIHOST_CHECK_EVERY_STEPS = 10
@@ -49,17 +49,38 @@ class TrainState:
 
 
 def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ModelSpec:
-    """The model a config describes: the variant, with any coefficient the config sets."""
+    """The model a config describes: the baseline network (`config.model.baseline`, or its stage
+    table replaced by `config.model.block_strings`) scaled by the variant's coefficients, with any
+    coefficient the config sets. The default baseline, EfficientNet-B0, gives the released variants."""
+    try:
+        baseline = get_baseline(config.model.baseline)
+    except ValueError as error:
+        raise ConfigError(f"config.model.baseline: {error}") from error
+    stages = baseline.stages
+    if config.model.block_strings:
+        try:
+            stages = stages_from_block_strings(config.model.block_strings)
+        except ValueError as error:
+            raise ConfigError(f"config.model.block_strings: {error}") from error
     overrides = {
         field: config.model[field]
         for field in ("width", "depth", "dropout_rate")
         if config.model.get(field) is not None
     }
+    if config.model.block_strings:
+        overrides["name"] = "custom"
+    elif config.model.baseline != "efficientnet-b0":
+        overrides["name"] = config.model.baseline
     model = create_model(
         config.model.variant,
         num_classes=num_classes,
+        stages=stages,
+        stem_filters=baseline.stem_filters,
+        head_filters=baseline.head_filters,
+        activation=baseline.activation,
         resolution=config.image_size,
         drop_connect_rate=config.model.drop_connect_rate,
+        batch_norm_momentum=config.model.batch_norm_momentum,
         dtype="bfloat16" if config.half_precision else "float32",
         depthwise_implementation=config.model.depthwise_implementation,
         remat=config.model.remat,
@@ -218,11 +239,12 @@ def replicate(tree: Any, devices: Optional[list] = None) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-    """The first local device's copy of a replicated tree (a single-device array per leaf).
+    """The first local device's copy of a replicated tree, as host (numpy) arrays.
 
     Reads the local shard directly: indexing a multi-process array would run a computation that
-    every host must join, and hosts reach this point at different times."""
-    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
+    every host must join, and hosts reach this point at different times. The reshape is numpy's:
+    on device it would compile one program per parameter shape."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data).reshape(x.shape[1:]), tree)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -246,6 +268,32 @@ def _validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} must be positive, got {config[key]}.")
     if config.num_train_steps is None and config.num_epochs <= 0:
         raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}.")
+    _validate_fine_tuning(config)
+
+
+def _validate_fine_tuning(config: ml_collections.ConfigDict) -> None:
+    """The fine-tuning options act on weights from config.init_checkpoint: without one they would
+    silently freeze or slow down a randomly initialised network."""
+    if config.init_weights not in ("ema", "raw"):
+        raise ConfigError(f"config.init_weights must be 'ema' or 'raw', got {config.init_weights!r}.")
+    if config.backbone_learning_rate_multiplier < 0:
+        raise ConfigError(
+            f"config.backbone_learning_rate_multiplier must be >= 0, got {config.backbone_learning_rate_multiplier}."
+        )
+    if not config.init_checkpoint:  # None, or '' (how a command line unsets it)
+        options = {
+            "freeze_backbone": config.freeze_backbone,
+            "freeze_batch_norm": config.freeze_batch_norm,
+            "keep_classifier": config.keep_classifier,
+            "backbone_learning_rate_multiplier": config.backbone_learning_rate_multiplier != 1.0,
+        }
+        for key, is_set in options.items():
+            if is_set:
+                raise ConfigError(
+                    f"config.{key} fine-tunes pretrained weights, but config.init_checkpoint is not set. Set "
+                    f"--config.init_checkpoint to a workdir or a checkpoint (e.g. converted with `python -m "
+                    f"efficientnet_jax.pretrained`), or reset config.{key} to train from scratch."
+                )
 
 
 class _PreemptionFlag:
@@ -290,12 +338,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     """Trains (resuming from the newest checkpoint in `workdir`), evaluates raw and EMA weights, and
     returns the final (unreplicated) state and metrics. The single entry point of train.py and of
     the tests."""
+    from efficientnet_jax import finetuning  # here: it imports evaluation.py, which imports this module
+
     _validate(config)
     _check_workdir(workdir)
     is_coordinator = jax.process_index() == 0
-    if is_coordinator:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
     builder = input_pipeline.get_builder(config)
     num_classes = builder.info.features["label"].num_classes
@@ -307,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     num_train_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
 
     spec = model_spec_from_config(config, num_classes)
-    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME)
+    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, freeze_batch_norm=config.freeze_batch_norm)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
         steps_per_epoch,
@@ -315,16 +362,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         config.lr_decay_factor,
         config.lr_decay_epochs,
     )
-    tx = optim.rmsprop(learning_rate_fn, config)
+    tx = optim.optimizer(learning_rate_fn, config)
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    start_step = checkpointer.latest_step() or 0
+    # A fresh job reads (and checks) the weights it fine-tunes before compiling anything.
+    pretrained = finetuning.read_pretrained(config, spec) if config.init_checkpoint and not start_step else None
+
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
     state = create_train_state(init_rng, model, config.image_size, tx)
-
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    start_step = checkpointer.latest_step() or 0
     if start_step:
         state = checkpointer.restore(start_step, state, spec)
         logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
+    elif pretrained is not None:
+        state = finetuning.start_from(state, pretrained, tx)
+        logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
+    if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     state = replicate(state)
     p_train_step = pmap_train_step(model, tx, learning_rate_fn, config, step_rng)
     p_eval_step = pmap_eval_step(model)

@@ -126,7 +126,7 @@ def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, work
     assert files_under(workdir) == before
 
 
-@pytest.mark.parametrize("damage", ["garble", "delete"])
+@pytest.mark.parametrize("damage", ["garble", "delete", "truncate"])
 def test_damaged_array_files_are_a_clear_error_and_nothing_is_written(workdir, evaluator, tmp_path, damage):
     """Every array data file of the state item damaged (a single one may hold only optimizer state,
     which evaluation rightly never reads)."""
@@ -137,6 +137,9 @@ def test_damaged_array_files_are_a_clear_error_and_nothing_is_written(workdir, e
     for path in array_files:
         if damage == "delete":
             os.remove(path)
+        elif damage == "truncate":  # an interrupted copy
+            with open(path, "r+b") as f:
+                f.truncate(os.path.getsize(path) // 2)
         else:
             with open(path, "r+b") as f:
                 data = bytearray(f.read())
@@ -173,15 +176,22 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(imported)):
             np.testing.assert_array_equal(a, b)
 
+    truncated_file = str(tmp_path / "b0_truncated.weights.h5")  # an interrupted download
+    with open(weights_file, "rb") as source, open(truncated_file, "wb") as target:
+        target.write(source.read()[: os.path.getsize(weights_file) // 2])
     refusals = [
         ([weights_file, "b0", str(out_dir)], "exists and is not empty"),
         ([weights_file, "b1", str(tmp_path / "b1")], "look like efficientnet-b0"),
         ([str(tmp_path / "b0.json"), "b0", str(tmp_path / "json")], "not a weights file"),
+        ([truncated_file, "b0", str(tmp_path / "truncated")], "truncated file"),
     ]
     (tmp_path / "b0.json").write_text("{}")
+    converted = {path: os.path.getmtime(path) for path in files_under(out_dir)}
     for argv, message in refusals:
         with pytest.raises(SystemExit) as exit_info:
             pretrained.main(argv)
         assert exit_info.value.code == 1
         assert message in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "b1") and not os.path.exists(tmp_path / "json")
+    for refused in ("b1", "json", "truncated"):
+        assert not os.path.exists(tmp_path / refused)
+    assert {path: os.path.getmtime(path) for path in files_under(out_dir)} == converted  # not overwritten

@@ -17,9 +17,8 @@ def get_config(data_dir: str):
     return config
 
 
-def tiny_config(data_dir: str, **overrides):
-    """The tiny config with dotted-key overrides: `tiny_config(d, **{"model.width": 0.5})`."""
-    config = get_config(data_dir)
+def with_overrides(config, **overrides):
+    """`config` with dotted-key overrides: `with_overrides(c, **{"model.width": 0.5})`."""
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")
@@ -27,3 +26,8 @@ def tiny_config(data_dir: str, **overrides):
             target = target[parent]
         target[leaf] = value
     return config
+
+
+def tiny_config(data_dir: str, **overrides):
+    """The tiny config with dotted-key overrides."""
+    return with_overrides(get_config(data_dir), **overrides)

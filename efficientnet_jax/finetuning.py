@@ -1,0 +1,102 @@
+"""Fine-tuning: a new training job's initial weights, read from another checkpoint (config.init_checkpoint).
+
+The checkpoint is a training workdir, one of its step directories, or the output of `python -m
+efficientnet_jax.pretrained`, holding the same network (variant, width, depth) trained on another
+dataset. Its backbone (every parameter but the classifier) and its batch-norm statistics replace
+the new job's random ones; the classifier stays the new, randomly initialised one for the job's own
+classes unless `config.keep_classifier` (the same classes, e.g. ImageNet at a higher resolution).
+Only the chosen weights are read (`evaluation.read_variables`: EMA or raw, no optimizer state), so
+the source's optimizer and number of classes do not matter. The step, the optimizer state and the
+learning-rate schedule start afresh; the EMA starts at the loaded weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from efficientnet_jax import evaluation, optim
+from efficientnet_jax.checkpointing import CheckpointError, spec_to_json
+from efficientnet_jax.scaling import ModelSpec
+
+# The ModelSpec fields that shape the backbone's variables (checkpointing.check_same_model's, less
+# num_classes, which only shapes the classifier).
+BACKBONE_FIELDS = ("width", "depth", "stages", "stem_filters", "head_filters")
+
+Variables = dict[str, Any]
+
+
+def describe_backbone(description: dict[str, Any]) -> str:
+    return f"{description.get('name')} (width {description.get('width')}, depth {description.get('depth')})"
+
+
+def check_same_backbone(saved: dict[str, Any], spec: ModelSpec, where: str) -> None:
+    """The checkpoint's network must be the config's, up to the number of classes."""
+    expected = spec_to_json(spec)
+    mismatched = [field for field in BACKBONE_FIELDS if saved.get(field) != expected[field]]
+    if mismatched:
+        raise CheckpointError(
+            f"config.init_checkpoint={where} holds {describe_backbone(saved)}, but the config asks for "
+            f"{describe_backbone(expected)} (differing: {', '.join(mismatched)}). Set --config.model.variant "
+            f"(and model.width / model.depth) to the checkpoint's network, or point config.init_checkpoint at a "
+            f"checkpoint of {expected['name']}."
+        )
+
+
+def read_pretrained(config: ml_collections.ConfigDict, spec: ModelSpec) -> Variables:
+    """The variables a new job takes from config.init_checkpoint: every parameter but the classifier
+    (and the classifier too with `config.keep_classifier`) and the batch-norm statistics, of the
+    `config.init_weights` weights, as host arrays. Read by process 0 and broadcast to every host;
+    a CheckpointError names what does not fit, before any model is compiled."""
+    keep_classifier = config.keep_classifier
+
+    def read() -> Variables:
+        location = evaluation.locate_checkpoint(config.init_checkpoint)
+        where = location.step_directory
+        saved = evaluation._read_items(where, model=ocp.args.JsonRestore()).model  # the ModelSpec JSON
+        check_same_backbone(saved, spec, where)
+        if keep_classifier and saved["num_classes"] != spec.num_classes:
+            raise CheckpointError(
+                f"config.keep_classifier needs the classes of config.init_checkpoint={where} "
+                f"({saved['num_classes']}) to be the dataset's ({spec.num_classes}). Set "
+                f"--config.keep_classifier=false to learn a new classifier."
+            )
+        source_spec = dataclasses.replace(spec, num_classes=saved["num_classes"])
+        return transferred(
+            evaluation.read_variables(location, source_spec, config.init_weights), keep_classifier
+        )
+
+    def like() -> Variables:
+        shapes = transferred(evaluation.abstract_variables(spec), keep_classifier)
+        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+    return evaluation.on_coordinator(read, like)
+
+
+def transferred(variables: Variables, keep_classifier: bool) -> Variables:
+    """The part of a checkpoint's variables a fine-tuning job takes (see `read_pretrained`)."""
+    params = {
+        name: value
+        for name, value in variables["params"].items()
+        if keep_classifier or name != optim.CLASSIFIER
+    }
+    return {"params": params, "batch_stats": variables["batch_stats"]}
+
+
+def start_from(state: Any, pretrained: Variables, tx: optax.GradientTransformation) -> Any:
+    """A fresh train state (step 0, random weights) with `pretrained` replacing its variables, as the
+    raw and the EMA weights, and the optimizer state initialised for the result."""
+    params = {**state.params, **pretrained["params"]}
+    return state.replace(
+        params=params,
+        batch_stats=pretrained["batch_stats"],
+        opt_state=tx.init(params),
+        ema_params=params,
+        ema_batch_stats=pretrained["batch_stats"],
+    )
