@@ -5,8 +5,9 @@
     python train.py --config=configs/finetune_digits.py --workdir=workdirs/digits_5-9
 
 The quick start's network and recipe (configs/quickstart.py) with the transfer settings of
-configs/finetune_base.py and a short schedule. The argument is the folder written by the first
-command (`--config=configs/finetune_digits.py:/other/dir`).
+configs/finetune_base.py, a short schedule, and batch norm frozen at the pretrained statistics
+(measured in the README: 82.2% EMA top-1 with it, 64.4% without). The argument is the folder
+written by the first command (`--config=configs/finetune_digits.py:/other/dir`).
 """
 
 import os
@@ -22,4 +23,5 @@ def get_config(root: str = digit_folders.DEFAULT_OUT_DIR):
     config = quickstart.get_config()
     config.dataset = FOLDER_PREFIX + os.path.join(root, "digits_5-9")
     config.init_checkpoint = os.path.join("workdirs", "digits_0-4")
+    config.freeze_batch_norm = True
     return finetune_base.apply_transfer_settings(config, NUM_EPOCHS)

@@ -43,9 +43,9 @@ def check_same_backbone(saved: dict[str, Any], spec: ModelSpec, where: str) -> N
     if mismatched:
         raise CheckpointError(
             f"config.init_checkpoint={where} holds {describe_backbone(saved)}, but the config asks for "
-            f"{describe_backbone(expected)} (differing: {', '.join(mismatched)}). Set --config.model.variant "
-            f"(and model.width / model.depth) to the checkpoint's network, or point config.init_checkpoint at a "
-            f"checkpoint of {expected['name']}."
+            f"{describe_backbone(expected)} (differing: {', '.join(mismatched)}). Set "
+            f"--config.model.variant (and model.width / model.depth) to the checkpoint's network, or point "
+            f"config.init_checkpoint at a checkpoint of {expected['name']}."
         )
 
 

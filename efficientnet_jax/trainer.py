@@ -278,7 +278,8 @@ def _validate_fine_tuning(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.init_weights must be 'ema' or 'raw', got {config.init_weights!r}.")
     if config.backbone_learning_rate_multiplier < 0:
         raise ConfigError(
-            f"config.backbone_learning_rate_multiplier must be >= 0, got {config.backbone_learning_rate_multiplier}."
+            f"config.backbone_learning_rate_multiplier must be >= 0, got "
+            f"{config.backbone_learning_rate_multiplier}."
         )
     if not config.init_checkpoint:  # None, or '' (how a command line unsets it)
         options = {
@@ -335,7 +336,8 @@ def _format_duration(seconds: float) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
-    """Trains (resuming from the newest checkpoint in `workdir`), evaluates raw and EMA weights, and
+    """Trains (resuming from the newest checkpoint in `workdir`; a fresh job with config.init_checkpoint
+    starts from that checkpoint's weights, finetuning.py), evaluates raw and EMA weights, and
     returns the final (unreplicated) state and metrics. The single entry point of train.py and of
     the tests."""
     from efficientnet_jax import finetuning  # here: it imports evaluation.py, which imports this module
@@ -365,8 +367,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     tx = optim.optimizer(learning_rate_fn, config)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
     start_step = checkpointer.latest_step() or 0
-    # A fresh job reads (and checks) the weights it fine-tunes before compiling anything.
-    pretrained = finetuning.read_pretrained(config, spec) if config.init_checkpoint and not start_step else None
+    pretrained = None
+    if config.init_checkpoint and not start_step:  # read and checked before anything compiles
+        pretrained = finetuning.read_pretrained(config, spec)
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)

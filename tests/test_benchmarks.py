@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from tests import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THROUGHPUT = os.path.join(REPO, "benchmarks", "throughput.py")
 RECORD_KEYS = {
@@ -25,8 +27,7 @@ RECORD_KEYS = {
 
 def test_throughput_benchmark_reports_the_train_step_without_recompilation():
     # One CPU device, as a user's machine has: the benchmark must not depend on the tests' 8 fake ones.
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env = dict(os.environ, XLA_FLAGS=xla_flags.for_devices(1))
     command = [
         sys.executable,
         THROUGHPUT,

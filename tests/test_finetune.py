@@ -8,6 +8,7 @@ one compiled train step (both folders give 22 steps per epoch at batch 32); the 
 compiles a second one (its optimizer and frozen batch norm differ).
 """
 
+import dataclasses
 import importlib
 import os
 import shutil
@@ -30,10 +31,11 @@ from tests.workers.tiny_config import tiny_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_STEPS = 300
 FINETUNE_STEPS = 100
-# Fine-tuned minus from-scratch held-out top-1, measured with seeds 0, 1, 2: EMA weights 0.417, 0.356,
-# 0.489; raw weights 0.339, 0.183, 0.400 (from scratch: 0.2, chance, every time).
+# Fine-tuned minus from-scratch held-out top-1 with seeds 0, 1, 2, 3 (the test uses 0), measured under
+# the tests' XLA flags: EMA weights 0.562, 0.355, 0.356, 0.428; raw weights 0.405, 0.344, 0.339, 0.411
+# (fine-tuned EMA 0.57-0.76, from scratch 0.19-0.29; chance is 0.2).
 MIN_EMA_MARGIN = 0.25
-MIN_RAW_MARGIN = 0.1
+MIN_RAW_MARGIN = 0.15
 # The tiny quick-start network; a recipe that learns the digits in a few hundred steps: crops that
 # keep most of the digit (the evaluation sees the whole of it), a short warm-up, a fast decay.
 RECIPE = {
@@ -74,8 +76,7 @@ def pretrained(folders, tmp_path_factory):
 
 def pretrained_variables(workdir, weights="ema"):
     """The variables fine-tuning starts from, read back independently of the trainer."""
-    config = digits_config("unused", "unused", 1)
-    spec = trainer.model_spec_from_config(config, num_classes=5)
+    spec = trainer.model_spec_from_config(tiny_config(None), num_classes=5)
     return evaluation.read_variables(evaluation.locate_checkpoint(workdir), spec, weights)
 
 
@@ -97,8 +98,8 @@ def max_difference(a, b):
 
 
 def test_image_folder_reads_every_file_written_once(folders):
-    """Example counts equal the files on disk; the per-host shards (as the pipeline reads them) and a
-    sub-split cover them; the evaluation pass counts each test image once."""
+    """Example counts equal the files on disk; per-host shards (as the pipeline splits them) read each
+    file once; sub-splits work; the evaluation pass counts each test image once."""
     root, counts = folders
     for folder, digits in digit_folders.CLASS_SUBSETS.items():
         builder = input_pipeline.get_builder(digits_config(root, folder, 1))
@@ -136,13 +137,12 @@ def test_folder_problems_are_clear_errors(tmp_path):
 
 def test_fine_tuning_beats_training_from_scratch(folders, pretrained, tmp_path):
     """Digits 5-9 for the same number of steps, seed and recipe, from the checkpoint (the backbone at
-    a tenth of the learning rate as in configs/finetune_base.py, batch norm frozen) and from scratch. The fine-tuned backbone moves; its batch-norm statistics stay
-    the checkpoint's EMA statistics, bit for bit, which the EMA starts from and so keeps."""
+    a tenth of the learning rate as in configs/finetune_base.py, batch norm frozen) and from
+    scratch. The fine-tuned backbone moves; its batch-norm statistics stay the checkpoint's EMA
+    statistics, bit for bit, which the EMA starts from and so keeps."""
     root, _ = folders
     pretrained_workdir, pretrained_metrics = pretrained
-    assert pretrained_metrics["eval_ema_top1"] >= 0.4, (
-        pretrained_metrics
-    )  # it learnt digits 0-4 (chance: 0.2)
+    assert pretrained_metrics["eval_ema_top1"] >= 0.4, pretrained_metrics  # it learnt 0-4 (chance: 0.2)
 
     config = digits_config(
         root,
@@ -167,10 +167,8 @@ def test_fine_tuning_beats_training_from_scratch(folders, pretrained, tmp_path):
     for ema, loaded in zip(jax.tree.leaves(finetuned.ema_batch_stats), jax.tree.leaves(start["batch_stats"])):
         np.testing.assert_allclose(ema, loaded, rtol=1e-6, atol=1e-7)
     # The raw weights were not the ones loaded: the checkpoint's raw and EMA weights differ.
-    assert (
-        max_difference(pretrained_variables(pretrained_workdir, "raw")["batch_stats"], start["batch_stats"])
-        > 1e-4
-    )
+    raw = pretrained_variables(pretrained_workdir, "raw")
+    assert max_difference(raw["batch_stats"], start["batch_stats"]) > 1e-4
 
     # Resuming wins over init_checkpoint: the finished job restores its own final state.
     resumed, _ = trainer.train_and_evaluate(config, str(tmp_path / "finetuned"))
@@ -246,8 +244,8 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error_and_writes_nothing(
         "another model": r"holds efficientnet-b0 \(width 0.25, depth 0.25\), but the config asks for "
         r"efficientnet-b0 \(width 0.5, depth 0.25\) \(differing: width",
         "corrupt": r"Cannot read the checkpoint at .*: .* truncated or corrupt",
-        "more classes": r"config.keep_classifier needs the classes of config.init_checkpoint=.* \(5\) to be the "
-        r"dataset's \(10\)",
+        "more classes": r"config.keep_classifier needs the classes of config.init_checkpoint=.* \(5\) "
+        r"to be the dataset's \(10\)",
     }[problem]
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -304,3 +302,36 @@ def test_fine_tuning_configs(name, argument):
             "efficientnet-b3",
             300,
         )
+
+
+def test_frozen_batch_norm_uses_the_moving_statistics_while_dropout_trains():
+    """In training mode with freeze_batch_norm, batch norm normalises with (and returns unchanged)
+    the moving statistics, so without dropout the logits are the inference ones; dropout and
+    stochastic depth still draw from their RNGs."""
+    spec = trainer.model_spec_from_config(tiny_config(None), num_classes=5)
+    model = EfficientNet(spec, freeze_batch_norm=True)
+    without_dropout = EfficientNet(
+        dataclasses.replace(spec, dropout_rate=0.0, drop_connect_rate=0.0), freeze_batch_norm=True
+    )
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+    # Random parameters and statistics far from (0, 1), without compiling `init`.
+    rng = np.random.default_rng(1)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+    params = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(s.dtype), shapes["params"])
+    stats = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(s.dtype), shapes["batch_stats"])
+    variables = {"params": params, "batch_stats": stats}
+
+    def forward(network, train):
+        def apply(variables, seed):
+            rngs = {"dropout": jax.random.key(seed), "drop_path": jax.random.key(seed + 1)}
+            return network.apply(variables, images, train=train, mutable=["batch_stats"], rngs=rngs)
+
+        return jax.jit(apply)  # one compilation instead of one per operation
+
+    train_step = forward(model, train=True)
+    (first, new_state), (second, _) = train_step(variables, 0), train_step(variables, 2)
+    assert_trees_equal(new_state["batch_stats"], stats)
+    assert max_difference(first, second) > 1e-4  # dropout and stochastic depth still train
+    training, _ = forward(without_dropout, train=True)(variables, 0)
+    inference, _ = forward(without_dropout, train=False)(variables, 0)
+    np.testing.assert_allclose(training, inference, rtol=1e-5, atol=1e-5)

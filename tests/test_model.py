@@ -136,17 +136,20 @@ def test_tf_same_padding_puts_the_odd_pixel_at_the_end():
     assert layers.tf_same_padding(14, 5, 1) == (2, 2)
 
 
-def test_depthwise_implementations_agree_in_value_and_gradient():
-    x = jax.random.normal(jax.random.key(0), (2, 13, 13, 8))
-    module = layers.DepthwiseConv(5, 2, "xla")
+# The shift implementation has its own kernel gradient (layers.depthwise_kernel_gradient): every
+# kernel size and stride of the stage table, on odd and even sizes (TF SAME pads them differently).
+@pytest.mark.parametrize("kernel_size,stride,height,width", [(5, 2, 13, 13), (3, 1, 8, 7), (3, 2, 8, 9), (5, 1, 6, 7)])
+def test_depthwise_implementations_agree_in_value_and_gradient(kernel_size, stride, height, width):
+    x = jax.random.normal(jax.random.key(0), (2, height, width, 8))
+    module = layers.DepthwiseConv(kernel_size, stride, "xla")
     variables = module.init(jax.random.key(1), x)
 
     def loss(variables, x, implementation):
-        out = layers.DepthwiseConv(5, 2, implementation).apply(variables, x)
+        out = layers.DepthwiseConv(kernel_size, stride, implementation).apply(variables, x)
         return jnp.sum(jnp.sin(out))
 
-    grad_xla = jax.grad(loss, argnums=(0, 1))(variables, x, "xla")
-    grad_shift = jax.grad(loss, argnums=(0, 1))(variables, x, "shift")
+    gradients = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    grad_xla, grad_shift = gradients(variables, x, "xla"), gradients(variables, x, "shift")
     for a, b in zip(jax.tree.leaves(grad_xla), jax.tree.leaves(grad_shift)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 

@@ -53,9 +53,12 @@ def test_two_hosts_equal_one_host_with_four_devices(data_dir, tmp_path):
     """The same global batches, split over 2 processes x 2 devices or 1 process x 4 devices."""
     host0, host1 = _run_workers("steps", 2, tmp_path, data_dir)
     (single,) = _run_workers("steps", 1, tmp_path, data_dir)
+    # Hosts agree bit for bit. Against one host only up to summation order (gloo's cross-process
+    # all-reduce adds in another order), which RMSProp's division by the root mean square of small
+    # gradients amplifies: 2.2e-5 was seen on a depthwise kernel entry after the three steps.
     for name in single:
         np.testing.assert_array_equal(host0[name], host1[name], err_msg=name)
-        np.testing.assert_allclose(host0[name], single[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(host0[name], single[name], rtol=1e-4, atol=5e-5, err_msg=name)
     moved = max(float(np.max(np.abs(v))) for v in single.values())
     assert moved > 0
 

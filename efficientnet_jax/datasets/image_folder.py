@@ -45,8 +45,8 @@ def check_layout(root: str) -> None:
     class no examples, or the split none)."""
     if not tf.io.gfile.isdir(root):
         raise ImageFolderError(
-            f"config.dataset={FOLDER_PREFIX}{root}: {root} is not a directory. Point it at a folder laid out as "
-            f"{LAYOUT}."
+            f"config.dataset={FOLDER_PREFIX}{root}: {root} is not a directory. Point it at a folder laid "
+            f"out as {LAYOUT}."
         )
     splits = _subfolders(root)
     if not splits:
@@ -60,8 +60,8 @@ def check_layout(root: str) -> None:
             class_dir = os.path.join(split_dir, name)
             if not any(file.lower().endswith(IMAGE_SUFFIXES) for file in tf.io.gfile.listdir(class_dir)):
                 raise ImageFolderError(
-                    f"The class folder {class_dir} holds no {', '.join(IMAGE_SUFFIXES)} image. Put its images "
-                    f"there (other formats are not read), or remove the folder."
+                    f"The class folder {class_dir} holds no {', '.join(IMAGE_SUFFIXES)} image. Put its "
+                    f"images there (other formats are not read), or remove the folder."
                 )
 
 
