@@ -14,7 +14,6 @@ The last line printed is a JSON record of the result.
 """
 
 import json
-import platform
 import time
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ import sklearn.datasets
 import tensorflow as tf
 from absl import app, flags
 
+from benchmarks.machine import cpu_model
 from configs import default
 from efficientnet_jax import input_pipeline
 
@@ -83,18 +83,6 @@ def images_per_second(ds: tf.data.Dataset) -> tuple[float, int]:
     for batch in iterator:
         count += int(batch["image"].shape[0])
     return count / (time.perf_counter() - start), count
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: Sequence[str]) -> None:

@@ -5,7 +5,6 @@ devices."""
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 from typing import Any
 
@@ -106,14 +105,3 @@ def build_step(
     step, initial_state = pmapped_step(config, mode, num_classes)
     state = trainer.replicate(initial_state(jax.random.key(config.seed)))
     return step, (state, synthetic_batch(config, num_classes, with_mask=mode == "eval"))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

@@ -34,7 +34,8 @@ import jaxlib
 import ml_collections
 from absl import app, flags
 
-from benchmarks.project_steps import benchmark_config, build_step, cpu_model
+from benchmarks.machine import cpu_model
+from benchmarks.project_steps import benchmark_config, build_step
 from efficientnet_jax import layers, trainer
 
 COMPILE_EVENTS = (

@@ -19,14 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
+import sys
 import time
 
 import timm
 import timm.optim
 import torch
+
+# Run from a checkout: the repository root holds `benchmarks/machine.py` (standard library only).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from benchmarks import machine  # noqa: E402
 
 RESOLUTIONS = {f"b{i}": r for i, r in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
 
@@ -126,14 +130,7 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
 def device_kind(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return machine.cpu_model()
 
 
 def main(argv=None) -> None:
