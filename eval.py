@@ -14,14 +14,15 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from efficientnet_jax import evaluation, input_pipeline, trainer
+from efficientnet_jax import checkpointing, evaluation, input_pipeline
 from efficientnet_jax.checkpointing import CheckpointError
+from efficientnet_jax.configuration import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Configuration the checkpoint was trained with.", lock_config=True)
 flags.DEFINE_string("checkpoint", None, "A checkpoint step directory, or a workdir (newest step, or --step).", required=True)
 flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to evaluate (default: the newest).")
-flags.DEFINE_enum("weights", "ema", sorted(evaluation.WEIGHT_FIELDS), "Evaluate the EMA weights (as the reference does) or the raw ones.")
+flags.DEFINE_enum("weights", "ema", sorted(checkpointing.WEIGHT_FIELDS), "Evaluate the EMA weights (as the reference does) or the raw ones.")
 flags.DEFINE_string("split", None, "TFDS split to evaluate, e.g. 'validation' or 'test[:50%]' (default: config.eval_split).")
 flags.DEFINE_string("output", None, "JSON file to write (default: eval_<split>_<step>_<weights>.json in the workdir).")
 flags.DEFINE_bool("follow", False, "Watch the workdir and evaluate each new checkpoint once, until the job's final step.")
@@ -49,7 +50,7 @@ def run() -> None:
         ):
             report(results, path)
         return
-    location = evaluation.locate_checkpoint(FLAGS.checkpoint, FLAGS.step)  # before any slow set-up
+    location = checkpointing.locate_checkpoint(FLAGS.checkpoint, FLAGS.step)  # before any slow set-up
     evaluator = evaluation.Evaluator(FLAGS.config, FLAGS.split)
     report(*evaluation.evaluate_to_file(evaluator, location, FLAGS.weights, FLAGS.output))
 
@@ -61,7 +62,7 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     try:
         run()
-    except (CheckpointError, trainer.ConfigError, input_pipeline.DatasetConfigError) as error:
+    except (CheckpointError, ConfigError, input_pipeline.DatasetConfigError) as error:
         sys.exit(f"eval.py: {error}")  # a message that names the fix; a traceback would bury it
 
 

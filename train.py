@@ -12,6 +12,7 @@ from ml_collections import config_flags
 
 from configs import default
 from efficientnet_jax import trainer
+from efficientnet_jax.configuration import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Training configuration file.", lock_config=True)
@@ -33,7 +34,7 @@ def check_keys(config, reference, prefix="config") -> None:
         if key not in reference:
             close = difflib.get_close_matches(key, list(reference.keys()), n=1)
             hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
-            raise trainer.ConfigError(f"Unknown config key {prefix}.{key}.{hint}")
+            raise ConfigError(f"Unknown config key {prefix}.{key}.{hint}")
         if hasattr(value, "items") and hasattr(reference[key], "items"):
             check_keys(value, reference[key], f"{prefix}.{key}")
 

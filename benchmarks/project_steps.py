@@ -1,6 +1,6 @@
 """The project's pmapped train and eval steps, built exactly as training builds them, for the
 benchmarks (`throughput.py`, `max_batch.py`): the reference recipe's config with the benchmarked
-model and size, the model, RMSProp and schedule of `trainer`/`optim`, and synthetic batches on the
+model and size, the model, RMSProp and schedule of `trainer.train_and_evaluate`, and synthetic batches on the
 devices."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import ml_collections
 import optax
 
 from configs import default
-from efficientnet_jax import optim, scaling, trainer
+from efficientnet_jax import optim, scaling, steps
+from efficientnet_jax.configuration import model_spec_from_config
 from efficientnet_jax.model import EfficientNet
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167  # only sizes the learning-rate schedule, which does not affect speed
@@ -71,8 +72,8 @@ def model_and_optimizer(
     config: ml_collections.ConfigDict, num_classes: int
 ) -> tuple[EfficientNet, optax.GradientTransformation, optax.Schedule]:
     """The model, RMSProp and learning-rate schedule exactly as `trainer.train_and_evaluate` makes them."""
-    spec = trainer.model_spec_from_config(config, num_classes)
-    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+    spec = model_spec_from_config(config, num_classes)
+    model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
         max(1, IMAGENET_TRAIN_EXAMPLES // config.batch_size),
@@ -89,13 +90,13 @@ def pmapped_step(config: ml_collections.ConfigDict, mode: str, num_classes: int)
     model, tx, learning_rate_fn = model_and_optimizer(config, num_classes)
 
     def initial_state(rng: jax.Array):
-        state = trainer.create_train_state(rng, model, config.image_size, tx)
+        state = steps.create_train_state(rng, model, config.image_size, tx)
         return state if mode == "train" else {"params": state.params, "batch_stats": state.batch_stats}
 
     if mode == "train":
         step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-        return trainer.pmap_train_step(model, tx, learning_rate_fn, config, step_rng), initial_state
-    return trainer.pmap_eval_step(model), initial_state
+        return steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng), initial_state
+    return steps.pmap_eval_step(model), initial_state
 
 
 def build_step(
@@ -103,5 +104,5 @@ def build_step(
 ) -> tuple[Callable, tuple[Any, ...]]:
     """The project's pmapped step for `mode` and its first arguments (replicated state, batch)."""
     step, initial_state = pmapped_step(config, mode, num_classes)
-    state = trainer.replicate(initial_state(jax.random.key(config.seed)))
+    state = steps.replicate(initial_state(jax.random.key(config.seed)))
     return step, (state, synthetic_batch(config, num_classes, with_mask=mode == "eval"))

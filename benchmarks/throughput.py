@@ -3,7 +3,7 @@
     python benchmarks/throughput.py --model=efficientnet-b0 --batch=32 --resolution=224 \
         --mode=train --dtype=float32 --steps=10
 
-It builds the step exactly as training does (`trainer.model_spec_from_config`, `create_train_state`,
+It builds the step exactly as training does (`configuration.model_spec_from_config`, `create_train_state`,
 `replicate`, `pmap_train_step` / `pmap_eval_step`, the RMSProp and schedule of `optim`), over all
 local devices with `--batch` examples per device, on synthetic batches already on the devices, so
 the figure is the step's speed and not the input pipeline's (see `benchmarks/input_pipeline.py`).
@@ -36,7 +36,8 @@ from absl import app, flags
 
 from benchmarks.machine import cpu_model
 from benchmarks.project_steps import benchmark_config, build_step
-from efficientnet_jax import layers, trainer
+from efficientnet_jax import layers
+from efficientnet_jax.configuration import model_spec_from_config
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -139,7 +140,7 @@ def run(config: ml_collections.ConfigDict, mode: str, num_classes: int, num_step
     counter = CompileCounter()
     step, args = build_step(config, mode, num_classes)
     timings = time_steps(step, args, mode, num_steps, counter)
-    spec = trainer.model_spec_from_config(config, num_classes)
+    spec = model_spec_from_config(config, num_classes)
     median = statistics.median(timings["step_seconds"])
     peak_bytes, peak_source = peak_memory()
     device = jax.local_devices()[0]

@@ -5,7 +5,7 @@ efficientnet_jax.pretrained`, holding the same network (variant, width, depth) t
 dataset. Its backbone (every parameter but the classifier) and its batch-norm statistics replace
 the new job's random ones; the classifier stays the new, randomly initialised one for the job's own
 classes unless `config.keep_classifier` (the same classes, e.g. ImageNet at a higher resolution).
-Only the chosen weights are read (`evaluation.read_variables`: EMA or raw, no optimizer state), so
+Only the chosen weights are read (`checkpointing.read_variables`: EMA or raw, no optimizer state), so
 the source's optimizer and number of classes do not matter. The step, the optimizer state and the
 learning-rate schedule start afresh; the EMA starts at the loaded weights.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from efficientnet_jax import evaluation, optim
+from efficientnet_jax import checkpointing, optim
 from efficientnet_jax.checkpointing import CheckpointError, spec_to_json
 from efficientnet_jax.scaling import ModelSpec
 
@@ -57,9 +57,9 @@ def read_pretrained(config: ml_collections.ConfigDict, spec: ModelSpec) -> Varia
     keep_classifier = config.keep_classifier
 
     def read() -> Variables:
-        location = evaluation.locate_checkpoint(config.init_checkpoint)
+        location = checkpointing.locate_checkpoint(config.init_checkpoint)
         where = location.step_directory
-        saved = evaluation._read_items(where, model=ocp.args.JsonRestore()).model  # the ModelSpec JSON
+        saved = checkpointing.read_items(where, model=ocp.args.JsonRestore()).model  # the ModelSpec JSON
         check_same_backbone(saved, spec, where)
         if keep_classifier and saved["num_classes"] != spec.num_classes:
             raise CheckpointError(
@@ -69,14 +69,14 @@ def read_pretrained(config: ml_collections.ConfigDict, spec: ModelSpec) -> Varia
             )
         source_spec = dataclasses.replace(spec, num_classes=saved["num_classes"])
         return transferred(
-            evaluation.read_variables(location, source_spec, config.init_weights), keep_classifier
+            checkpointing.read_variables(location, source_spec, config.init_weights), keep_classifier
         )
 
     def like() -> Variables:
-        shapes = transferred(evaluation.abstract_variables(spec), keep_classifier)
+        shapes = transferred(checkpointing.abstract_variables(spec), keep_classifier)
         return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
-    return evaluation.on_coordinator(read, like)
+    return checkpointing.on_coordinator(read, like)
 
 
 def transferred(variables: Variables, keep_classifier: bool) -> Variables:

@@ -542,7 +542,7 @@ def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> s
     variables, so `eval.py --weights=ema` (the default) and `--weights=raw` agree, with a fresh
     RMSProp state of the reference recipe so the tree has training's structure."""
     from configs import default  # the training stack (TensorFlow included) only for this command
-    from efficientnet_jax import checkpointing, optim, trainer
+    from efficientnet_jax import checkpointing, optim, steps
 
     config = default.get_config()
     schedule = optim.learning_rate_schedule(
@@ -552,7 +552,7 @@ def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> s
         decay_factor=config.lr_decay_factor,
         decay_epochs=config.lr_decay_epochs,
     )
-    state = trainer.TrainState(
+    state = steps.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
         batch_stats=variables["batch_stats"],

@@ -20,7 +20,8 @@ import ml_collections  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 import efficientnet_jax.datasets  # noqa: E402,F401  (registers sklearn_digits)
-from efficientnet_jax import accounting, experiments, sweep_runner, trainer  # noqa: E402
+from efficientnet_jax import accounting, experiments, sweep_runner  # noqa: E402
+from efficientnet_jax.configuration import model_spec_from_config  # noqa: E402
 
 RUN_SETTINGS = ("name", "phi", "alpha", "beta", "gamma", "depth_multiplier", "width_multiplier",
                 "resolution_multiplier")  # fmt: skip
@@ -39,7 +40,7 @@ def num_classes(dataset: str, data_dir: Optional[str]) -> int:
 def model_accounting(config: dict) -> tuple[int, int]:
     """(trainable parameters, forward multiply-adds per image) of the model a run's config trains."""
     train = ml_collections.ConfigDict(config)
-    spec = trainer.model_spec_from_config(train, num_classes(train.dataset, train.data_dir))
+    spec = model_spec_from_config(train, num_classes(train.dataset, train.data_dir))
     return accounting.count_parameters(spec)["trainable"], accounting.count_multiply_adds(spec)
 
 

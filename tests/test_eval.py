@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from efficientnet_jax import evaluation, pretrained, trainer
+from efficientnet_jax import checkpointing, evaluation, pretrained, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.test_pretrained import import_keras
@@ -61,12 +61,12 @@ def without_timing(results):
 
 
 def test_metrics_equal_the_training_jobs_evaluation_and_count_every_example_once(workdir, evaluator):
-    """The training job evaluated the same state (step 3) through `trainer.evaluate`. The eval batch,
+    """The training job evaluated the same state (step 3) through `steps.evaluate`. The eval batch,
     64, does not divide the 360 examples: the last batch is padded with 24 masked slots."""
     assert TEST_SPLIT_SIZE % evaluator.config.eval_batch_size
-    with open(os.path.join(workdir, evaluation.FINAL_METRICS_FILE)) as f:
+    with open(os.path.join(workdir, checkpointing.FINAL_METRICS_FILE)) as f:
         final = json.load(f)
-    location = evaluation.locate_checkpoint(workdir)
+    location = checkpointing.locate_checkpoint(workdir)
     assert location.step == final["step"] == 3
     results = {weights: evaluator.evaluate(location, weights) for weights in ("ema", "raw")}
     for weights, metrics in results.items():
@@ -89,29 +89,29 @@ def test_cli_follow_evaluates_each_checkpoint_once_and_agrees_with_a_second_eval
     with open(os.path.join(workdir, "eval_test_3_ema.json")) as f:
         from_cli = json.load(f)
     assert set(from_cli) >= {"top1", "top5", "loss", "num_examples", "step", "weights", TIMING_KEY}
-    again = evaluator.evaluate(evaluation.locate_checkpoint(workdir, step=3), "ema")
+    again = evaluator.evaluate(checkpointing.locate_checkpoint(workdir, step=3), "ema")
     assert without_timing(from_cli) == without_timing(again)
 
 
 def test_checkpoint_argument_forms(workdir, tmp_path):
     step_directory = os.path.join(workdir, "checkpoints", "2")
-    assert evaluation.locate_checkpoint(step_directory) == evaluation.locate_checkpoint(workdir, step=2)
-    location = evaluation.locate_checkpoint(step_directory)
+    assert checkpointing.locate_checkpoint(step_directory) == checkpointing.locate_checkpoint(workdir, step=2)
+    location = checkpointing.locate_checkpoint(step_directory)
     assert (location.step, location.results_directory) == (2, os.path.abspath(workdir))
     assert evaluation.results_path(location, "test[:50%]", "raw") == os.path.join(
         os.path.abspath(workdir), "eval_test_50_2_raw.json"
     )
     # A step directory copied out of its workdir: the results go next to it.
     loose = shutil.copytree(step_directory, tmp_path / "2")
-    assert evaluation.locate_checkpoint(str(loose)).results_directory == str(tmp_path)
+    assert checkpointing.locate_checkpoint(str(loose)).results_directory == str(tmp_path)
     with pytest.raises(CheckpointError, match=r"no checkpoint of step 7; it has steps \[2, 3\]"):
-        evaluation.locate_checkpoint(workdir, step=7)
+        checkpointing.locate_checkpoint(workdir, step=7)
     with pytest.raises(CheckpointError, match="contradicts"):
-        evaluation.locate_checkpoint(step_directory, step=3)
+        checkpointing.locate_checkpoint(step_directory, step=3)
     with pytest.raises(CheckpointError, match="is not a checkpoint"):
-        evaluation.locate_checkpoint(str(tmp_path / "2" / "state"))
+        checkpointing.locate_checkpoint(str(tmp_path / "2" / "state"))
     with pytest.raises(CheckpointError, match="does not exist"):
-        evaluation.locate_checkpoint(str(tmp_path / "missing"))
+        checkpointing.locate_checkpoint(str(tmp_path / "missing"))
 
 
 def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, workdir):
@@ -148,7 +148,7 @@ def test_damaged_array_files_are_a_clear_error_and_nothing_is_written(workdir, e
                 f.write(data)
     before = files_under(copy)
     with pytest.raises(CheckpointError, match=r"Cannot read the checkpoint at .*3: .* truncated or corrupt"):
-        evaluation.evaluate_to_file(evaluator, evaluation.locate_checkpoint(copy), "ema")
+        evaluation.evaluate_to_file(evaluator, checkpointing.locate_checkpoint(copy), "ema")
     assert files_under(copy) == before
 
 
@@ -167,11 +167,11 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
 
     pretrained.main([weights_file, "b0", str(out_dir)])
     assert "Evaluate it with: python eval.py --config=configs/imagenet.py:b0" in capsys.readouterr().out
-    location = evaluation.locate_checkpoint(str(out_dir))
+    location = checkpointing.locate_checkpoint(str(out_dir))
     assert (location.step, location.results_directory) == (0, str(out_dir))
     imported = pretrained.from_keras(weights_file, "b0")
     for weights in ("ema", "raw"):
-        restored = evaluation.read_variables(location, model_spec("b0"), weights)
+        restored = checkpointing.read_variables(location, model_spec("b0"), weights)
         assert jax.tree.structure(restored) == jax.tree.structure(imported)
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(imported)):
             np.testing.assert_array_equal(a, b)

@@ -22,7 +22,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default, quickstart
-from efficientnet_jax import evaluation, input_pipeline, optim, trainer
+from efficientnet_jax import checkpointing, configuration, input_pipeline, optim, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.datasets import digit_folders
 from efficientnet_jax.model import EfficientNet
@@ -76,8 +76,8 @@ def pretrained(folders, tmp_path_factory):
 
 def pretrained_variables(workdir, weights="ema"):
     """The variables fine-tuning starts from, read back independently of the trainer."""
-    spec = trainer.model_spec_from_config(tiny_config(None), num_classes=5)
-    return evaluation.read_variables(evaluation.locate_checkpoint(workdir), spec, weights)
+    spec = configuration.model_spec_from_config(tiny_config(None), num_classes=5)
+    return checkpointing.read_variables(checkpointing.locate_checkpoint(workdir), spec, weights)
 
 
 def backbone(params):
@@ -180,7 +180,7 @@ def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     gradients: the backbone's updates are the multiplier times the plain optimizer's, the
     classifier's unchanged; multiplier 0 leaves the backbone bit-identical, as freeze_backbone does
     (which keeps no optimizer state for it) while the classifier trains."""
-    spec = trainer.model_spec_from_config(tiny_config(None), num_classes=5)
+    spec = configuration.model_spec_from_config(tiny_config(None), num_classes=5)
     shapes = jax.eval_shape(EfficientNet(spec).init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     shapes = {
         name: shapes[name] for name in ("stem_conv", "stem_bn", "block_0", "head_conv", optim.CLASSIFIER)
@@ -228,7 +228,7 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error_and_writes_nothing(
     source = pretrained[0]
     if problem == "corrupt":  # every array file of the state item cut to half its length
         source = str(shutil.copytree(source, tmp_path / "damaged"))
-        step_directory = evaluation.locate_checkpoint(source).step_directory
+        step_directory = checkpointing.locate_checkpoint(source).step_directory
         for path in files_under(os.path.join(step_directory, "state")):
             if os.path.basename(os.path.dirname(path)) == "d":
                 with open(path, "r+b") as f:
@@ -260,9 +260,9 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error_and_writes_nothing(
 
 
 def test_fine_tuning_options_without_a_checkpoint_are_refused(tmp_path):
-    with pytest.raises(trainer.ConfigError, match="config.freeze_backbone fine-tunes pretrained weights"):
+    with pytest.raises(configuration.ConfigError, match="config.freeze_backbone fine-tunes pretrained weights"):
         trainer.train_and_evaluate(tiny_config(None, freeze_backbone=True), str(tmp_path / "run"))
-    with pytest.raises(trainer.ConfigError, match="config.init_weights must be 'ema' or 'raw'"):
+    with pytest.raises(configuration.ConfigError, match="config.init_weights must be 'ema' or 'raw'"):
         trainer.train_and_evaluate(
             tiny_config(None, init_checkpoint="x", init_weights="best"), str(tmp_path / "run")
         )
@@ -292,10 +292,10 @@ def test_fine_tuning_configs(name, argument):
         assert config[key] / config.num_epochs == pytest.approx(recipe[key] / recipe.num_epochs), key
     assert config.num_epochs < recipe.num_epochs and config.backbone_learning_rate_multiplier == 0.1
     if config.init_checkpoint is None:
-        with pytest.raises(trainer.ConfigError, match="config.init_checkpoint is not set"):
-            trainer._validate(config)
+        with pytest.raises(configuration.ConfigError, match="config.init_checkpoint is not set"):
+            configuration.validate(config)
     else:
-        trainer._validate(config)
+        configuration.validate(config)
     if name == "finetune_cifar100":
         assert (config.dataset, config.model.variant, config.image_size) == (
             "cifar100",
@@ -308,7 +308,7 @@ def test_frozen_batch_norm_uses_the_moving_statistics_while_dropout_trains():
     """In training mode with freeze_batch_norm, batch norm normalises with (and returns unchanged)
     the moving statistics, so without dropout the logits are the inference ones; dropout and
     stochastic depth still draw from their RNGs."""
-    spec = trainer.model_spec_from_config(tiny_config(None), num_classes=5)
+    spec = configuration.model_spec_from_config(tiny_config(None), num_classes=5)
     model = EfficientNet(spec, freeze_batch_norm=True)
     without_dropout = EfficientNet(
         dataclasses.replace(spec, dropout_rate=0.0, drop_connect_rate=0.0), freeze_batch_norm=True

@@ -20,7 +20,7 @@ import pytest
 
 from configs import default
 from configs.scaling import compound, grid_search, single_dimension
-from efficientnet_jax import accounting, experiments, scaling, scaling_report, sweep_runner, trainer
+from efficientnet_jax import accounting, configuration, experiments, scaling, scaling_report, sweep_runner
 from efficientnet_jax.model import EfficientNet
 from tests import xla_flags
 from tests.workers.tiny_config import with_overrides
@@ -39,7 +39,7 @@ def sweep_config(config_file: str, arg: str = "", **overrides) -> ml_collections
 
 
 def run_spec(config: ml_collections.ConfigDict, run: experiments.Run, num_classes: int = 10):
-    return trainer.model_spec_from_config(experiments.run_config(config.train, run), num_classes)
+    return configuration.model_spec_from_config(experiments.run_config(config.train, run), num_classes)
 
 
 # The rules.
@@ -159,7 +159,7 @@ def test_multipliers_land_in_the_model_as_the_rounding_rules_say():
 def test_mobilenetv2_baseline_is_torchvisions_and_scales_like_b0():
     config = default.get_config()
     config.model.baseline = "mobilenetv2"
-    spec = trainer.model_spec_from_config(config, 1000)
+    spec = configuration.model_spec_from_config(config, 1000)
     # torchvision's MobileNet_V2 (ImageNet weights): 3,504,872 parameters, 0.30 GFLOPs.
     assert accounting.count_parameters(spec)["trainable"] == 3_504_872
     assert abs(accounting.count_multiply_adds(spec) / 0.30e9 - 1) < 0.02
@@ -395,7 +395,7 @@ def test_report_has_a_row_per_run_with_the_models_accounting(tiny_grid):
         config = ml_collections.ConfigDict(
             json.loads((tiny_grid["workdir"] / row["name"] / "config.json").read_text())
         )
-        spec = trainer.model_spec_from_config(config, num_classes=10)
+        spec = configuration.model_spec_from_config(config, num_classes=10)
         assert int(row["params"]) == accounting.count_parameters(spec)["trainable"]
         assert int(row["multiply_adds"]) == accounting.count_multiply_adds(spec)
         metrics = json.loads((tiny_grid["workdir"] / row["name"] / "final_metrics.json").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from efficientnet_jax import input_pipeline, optim, trainer
+from efficientnet_jax import configuration, input_pipeline, optim, steps, trainer
 from efficientnet_jax.model import EfficientNet
 from tests import xla_flags
 from tests.workers.tiny_config import tiny_config
@@ -23,12 +23,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _step_fn(config, devices):
-    spec = trainer.model_spec_from_config(config, num_classes=10)
-    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+    spec = configuration.model_spec_from_config(config, num_classes=10)
+    model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     schedule = optim.learning_rate_schedule(0.05, 10, 0.0, 0.97, 2.4)  # no warm-up: lr > 0 at step 0
     tx = optim.rmsprop(schedule, config)
-    state = trainer.create_train_state(jax.random.key(0), model, config.image_size, tx)
-    return state, trainer.pmap_train_step(model, tx, schedule, config, jax.random.key(1), devices=devices)
+    state = steps.create_train_state(jax.random.key(0), model, config.image_size, tx)
+    return state, steps.pmap_train_step(model, tx, schedule, config, jax.random.key(1), devices=devices)
 
 
 def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir):
@@ -44,15 +44,15 @@ def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir
     state, step8 = _step_fn(config, jax.local_devices())
     _, step1 = _step_fn(config, jax.local_devices()[:1])
     out8, metrics8 = step8(
-        trainer.replicate(state), {"image": images.reshape(8, 2, 16, 16, 3), "label": labels.reshape(8, 2)}
+        steps.replicate(state), {"image": images.reshape(8, 2, 16, 16, 3), "label": labels.reshape(8, 2)}
     )
     out1, metrics1 = step1(
-        trainer.replicate(state, devices=jax.local_devices()[:1]),
+        steps.replicate(state, devices=jax.local_devices()[:1]),
         {"image": images[None], "label": labels[None]},
     )
     for key in ("loss", "cross_entropy", "grad_norm", "top1"):
         np.testing.assert_allclose(metrics8[key][0], metrics1[key][0], rtol=1e-5, err_msg=key)
-    single = trainer.unreplicate(out1)
+    single = steps.unreplicate(out1)
     for device in (0, 7):
         replica = jax.tree.map(lambda x: x[device], out8)
         for name in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
@@ -75,8 +75,8 @@ def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir
 
 def test_per_device_rng_streams_differ_and_replay_by_step():
     keys = jax.pmap(
-        lambda step: jax.tree.map(jax.random.key_data, trainer.step_rngs(jax.random.key(0), step)),
-        axis_name=trainer.AXIS_NAME,
+        lambda step: jax.tree.map(jax.random.key_data, steps.step_rngs(jax.random.key(0), step)),
+        axis_name=steps.AXIS_NAME,
     )
     first, again, later = keys(np.zeros(8, np.int32)), keys(np.zeros(8, np.int32)), keys(np.ones(8, np.int32))
     for stream in ("dropout", "drop_path"):
@@ -97,7 +97,7 @@ def test_no_recompilation_after_the_first_step(data_dir):
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **kwargs: compiles.append(event) if "backend_compile" in event else None
     )
-    state = trainer.replicate(state)
+    state = steps.replicate(state)
     state, metrics = step(state, next(batches))
     jax.block_until_ready(metrics)
     assert compiles, "the listener saw no compilation at all"

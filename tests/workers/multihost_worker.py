@@ -29,7 +29,7 @@ import functools  # noqa: E402
 import flax.jax_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
-from efficientnet_jax import optim, trainer  # noqa: E402
+from efficientnet_jax import configuration, optim, steps, trainer  # noqa: E402
 from efficientnet_jax.model import EfficientNet  # noqa: E402
 from tests.workers import tiny_config as tiny_config_module  # noqa: E402
 
@@ -54,16 +54,16 @@ def flat_params(params):
 
 def run_fixed_steps(config):
     """Three steps on fixed global batches of 8; host p feeds examples [p*4/P*2, ...)."""
-    spec = trainer.model_spec_from_config(config, num_classes=10)
-    model = EfficientNet(spec, batch_norm_axis_name=trainer.AXIS_NAME)
+    spec = configuration.model_spec_from_config(config, num_classes=10)
+    model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     schedule = optim.learning_rate_schedule(0.01, 10, 0.0, 0.97, 2.4)
     tx = optim.rmsprop(schedule, config)
-    state = flax.jax_utils.replicate(trainer.create_train_state(jax.random.key(0), model, 16, tx))
+    state = flax.jax_utils.replicate(steps.create_train_state(jax.random.key(0), model, 16, tx))
     step = jax.pmap(
         functools.partial(
-            trainer.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1)
+            steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1)
         ),
-        axis_name=trainer.AXIS_NAME,
+        axis_name=steps.AXIS_NAME,
     )
     rng = np.random.default_rng(0)
     local = jax.local_device_count()
@@ -72,7 +72,7 @@ def run_fixed_steps(config):
         labels = rng.integers(0, 10, size=(4, 2)).astype(np.int32)
         mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
         state, _ = step(state, {"image": images[mine], "label": labels[mine]})
-    return trainer.unreplicate(state.params)
+    return steps.unreplicate(state.params)
 
 
 config = tiny_config()
