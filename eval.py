@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from efficientnet_jax import checkpointing, evaluation, input_pipeline
+from efficientnet_jax import checkpointing, distributed, evaluation, input_pipeline
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.configuration import ConfigError
 
@@ -28,10 +28,6 @@ flags.DEFINE_string("output", None, "JSON file to write (default: eval_<split>_<
 flags.DEFINE_bool("follow", False, "Watch the workdir and evaluate each new checkpoint once, until the job's final step.")
 flags.DEFINE_float("poll_interval_s", 60.0, "With --follow: seconds between looks for new checkpoints.")
 flags.DEFINE_float("follow_timeout_s", None, "With --follow: stop after this many seconds even if training has not finished.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and SLURM are detected automatically).")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process jobs.")
-flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
 
 
 def report(results: dict, path: str) -> None:
@@ -58,8 +54,7 @@ def run() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.multihost or FLAGS.coordinator_address:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize_from_flags()
     try:
         run()
     except (CheckpointError, ConfigError, input_pipeline.DatasetConfigError) as error:

@@ -11,20 +11,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import default
-from efficientnet_jax import trainer
+from efficientnet_jax import distributed, trainer
 from efficientnet_jax.configuration import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Training configuration file.", lock_config=True)
 flags.DEFINE_string("workdir", "workdirs/quickstart", "Directory for checkpoints, logs and the config used.")
-flags.DEFINE_bool(
-    "multihost", False,
-    "Call jax.distributed.initialize() (TPU pods and SLURM clusters are detected automatically); "
-    "or give --coordinator_address, --num_processes and --process_id.",
-)
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process jobs.")
-flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
 
 
 def check_keys(config, reference, prefix="config") -> None:
@@ -42,8 +34,7 @@ def check_keys(config, reference, prefix="config") -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.multihost or FLAGS.coordinator_address:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize_from_flags()
     check_keys(FLAGS.config, default.get_config())
     logging.info("JAX process %d of %d, local devices: %s", jax.process_index(), jax.process_count(), jax.local_devices())
     _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -9,22 +9,26 @@ alike. Saves are asynchronous: the step loop only waits for the device-to-host c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Optional, TypeVar
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.experimental import multihost_utils
 
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import ModelSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
+DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume
 FINAL_METRICS_FILE = "final_metrics.json"  # written by train_and_evaluate when the job ends
 # The TrainState fields holding the variables evaluated with each choice of --weights.
 WEIGHT_FIELDS = {"ema": ("ema_params", "ema_batch_stats"), "raw": ("params", "batch_stats")}
@@ -34,6 +38,15 @@ T = TypeVar("T")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, truncated, or of another model."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A step directory whose files cannot be read (deleted, cut short or overwritten), as opposed to
+    a readable checkpoint of another model: resuming and --follow pass over the first, not the second."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """Writing a checkpoint failed (disk full, permission lost): the job stops, earlier steps intact."""
 
 
 def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
@@ -131,7 +144,8 @@ def _first_line(error: Exception, limit: int = 400) -> str:
 
 
 def read_items(step_directory: str, **items: ocp.args.CheckpointArgs) -> Any:
-    """Reads some items of a step directory; any failure of orbax or tensorstore as a CheckpointError."""
+    """Reads some items of a step directory; any failure of orbax or tensorstore as a
+    DamagedCheckpointError naming the directory and the first line of the cause."""
     reader = ocp.Checkpointer(
         ocp.CompositeCheckpointHandler(),
         multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}),
@@ -139,10 +153,10 @@ def read_items(step_directory: str, **items: ocp.args.CheckpointArgs) -> Any:
     try:
         return reader.restore(step_directory, args=ocp.args.Composite(**items))
     except Exception as error:  # orbax and tensorstore raise many types for unreadable files
-        raise CheckpointError(
+        raise DamagedCheckpointError(
             f"Cannot read the checkpoint at {step_directory}: {_first_line(error)}. It is truncated or "
-            f"corrupt (a file under it was deleted, cut short or overwritten). Evaluate another step "
-            f"(--step), or restore this one from a copy."
+            f"corrupt (a file under it was deleted, cut short or overwritten), or it holds a train state of "
+            f"another structure; use another step, or restore this one from a copy."
         ) from error
     finally:
         reader.close()
@@ -178,7 +192,8 @@ def read_variables(location: CheckpointLocation, spec: ModelSpec, weights: str) 
 
 def on_coordinator(read: Callable[[], T], like: Callable[[], T]) -> T:
     """`read()` on process 0, broadcast to every host (the others build a placeholder with `like()`).
-    A CheckpointError on process 0 is raised on every host, so none waits in a collective forever."""
+    A CheckpointError on process 0 is raised on every host, of the same class (damage or not), so
+    every host takes the same branch and none waits in a collective forever."""
     if jax.process_count() == 1:
         return read()
     value, error = None, None
@@ -187,27 +202,51 @@ def on_coordinator(read: Callable[[], T], like: Callable[[], T]) -> T:
             value = read()
         except CheckpointError as caught:
             error = caught
-    if multihost_utils.broadcast_one_to_all(np.array(error is not None)):
-        raise error or CheckpointError("Process 0 could not read the checkpoint; its log names the problem.")
+    failure = 0 if error is None else 1 if isinstance(error, DamagedCheckpointError) else 2
+    failure = int(multihost_utils.broadcast_one_to_all(np.array(failure)))
+    if failure:
+        kind = DamagedCheckpointError if failure == 1 else CheckpointError
+        raise error or kind("Process 0 could not read the checkpoint; its log names the problem.")
     return multihost_utils.broadcast_one_to_all(value if jax.process_index() == 0 else like())
 
 
 class Checkpointer:
-    """Wraps an orbax `CheckpointManager` over `<workdir>/checkpoints`."""
+    """The train state's checkpoints under `<workdir>/checkpoints`, through an orbax `CheckpointManager`.
+
+    Saves are asynchronous and atomic (orbax writes a temporary directory and renames it when
+    complete; leftovers of an interrupted save are removed when the next job opens the directory).
+    Resuming passes over damaged checkpoints to the newest readable one.
+    """
 
     def __init__(self, directory: str, max_to_keep: int, asynchronous: bool = True):
         self.directory = os.path.abspath(directory)
-        self.is_coordinator = jax.process_index() == 0
+        self.damaged_directory = os.path.join(os.path.dirname(self.directory), DAMAGED_CHECKPOINTS_DIRECTORY)
         self._manager: Optional[ocp.CheckpointManager] = None
-        if self.is_coordinator:
+        if jax.process_index() == 0:
             os.makedirs(self.directory, exist_ok=True)  # orbax cannot create it with active_processes set
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=asynchronous,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}),
                 create=False,
+                cleanup_tmp_directories=True,
             )
             self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "model"))
+        self._last_saved: Optional[int] = None
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        """Closes, so the save in flight completes and no orbax thread outlives the job. When the job
+        is already failing, a save error here is logged rather than raised over the first error."""
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as error:
+            logging.error("%s", error)
 
     def latest_step(self) -> Optional[int]:
         """The newest complete checkpoint's step, agreed by all hosts."""
@@ -218,47 +257,89 @@ class Checkpointer:
         return step
 
     def save(self, step: int, state: Any, spec: ModelSpec) -> None:
-        """Starts an asynchronous save of a host-local (unreplicated) state."""
+        """Starts an asynchronous save of a host-local (unreplicated) state. A failure of this save or
+        of the previous one (they surface here) raises CheckpointSaveError."""
         if self._manager:
-            self._manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(spec_to_json(spec))
-                ),
-                force=True,
+            args = ocp.args.Composite(
+                state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(spec_to_json(spec))
             )
-
-    def restore(self, step: int, target: Any, spec: ModelSpec) -> Any:
-        """Restores `step` into the structure of `target` on every host."""
-        restored = target
-        if self._manager:
-            where = os.path.join(self.directory, str(step))
-            try:
-                saved_model = self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-            except Exception as error:  # orbax raises many types for unreadable files
-                raise CheckpointError(
-                    f"Cannot read the checkpoint at {where}: {error}. It may be truncated or corrupt; delete "
-                    f"that step's directory to resume from an earlier one."
-                ) from error
-            check_same_model(saved_model.model, spec, where)
-            try:
-                restored = self._manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
-                ).state
-            except Exception as error:
-                raise CheckpointError(
-                    f"Cannot restore the train state from {where}: {error}. The checkpoint may be truncated or "
-                    f"corrupt, or written by an incompatible configuration (optimizer, number of classes)."
-                ) from error
-        if jax.process_count() > 1:
-            restored = multihost_utils.broadcast_one_to_all(restored)
-        return restored
+            with self._save_errors(step):
+                self._manager.save(step, args=args, force=True)
+            self._last_saved = step
 
     def wait(self) -> None:
+        """Waits for the save in flight; raises CheckpointSaveError if it failed."""
         if self._manager:
-            self._manager.wait_until_finished()
+            with self._save_errors(self._last_saved):
+                self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for the save in flight, then releases orbax's threads; raises CheckpointSaveError if
+        that save failed (after releasing them)."""
         if self._manager:
-            self._manager.wait_until_finished()
-            self._manager.close()
+            try:
+                self.wait()
+            finally:
+                self._manager.close()
+                self._manager = None
+
+    @contextlib.contextmanager
+    def _save_errors(self, step: Optional[int]) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:  # orbax re-raises the writer thread's error, of any type
+            self._manager.reload()  # forget the failed step: only finalized directories are checkpoints
+            previous = self._manager.latest_step()
+            kept = f"step {previous} in {self.directory} is intact" if previous is not None else "none was written before"
+            raise CheckpointSaveError(
+                f"Saving the checkpoint of step {step} to {self.directory} failed: {_first_line(error)}. The "
+                f"previous checkpoint, {kept}. Free disk space or fix the permissions, then restart the "
+                f"same command to resume."
+            ) from error
+
+    def resume(self, target: Any, spec: ModelSpec) -> tuple[int, Any]:
+        """(step, state) of the newest readable checkpoint, read into the structure of `target`, on
+        every host; (0, target) when there is none.
+
+        A newer checkpoint that cannot be read is moved aside to `<workdir>/damaged_checkpoints/` (never
+        deleted) with a warning, so a restarted job never loops on it. When none is readable nothing
+        is moved and CheckpointError names each one and why. A checkpoint of another model is a
+        CheckpointError at once: that is a wrong config, not damage.
+        """
+
+        def read() -> tuple[np.ndarray, Any]:
+            damaged = []
+            for step in sorted(self._manager.all_steps(), reverse=True):
+                where = os.path.join(self.directory, str(step))
+                try:
+                    check_same_model(read_items(where, model=ocp.args.JsonRestore()).model, spec, where)
+                    state = read_items(where, state=ocp.args.StandardRestore(target)).state
+                except DamagedCheckpointError as error:
+                    damaged.append((step, error))
+                    continue
+                for damaged_step, error in damaged:
+                    self._move_aside(damaged_step, error, step)
+                return np.array(step), state
+            if damaged:
+                reasons = "; ".join(f"step {step}: {_first_line(error.__cause__ or error)}" for step, error in damaged)
+                raise CheckpointError(
+                    f"No checkpoint in {self.directory} can be read ({reasons}). Restore one from a copy, or "
+                    f"move {self.directory} aside to train from scratch."
+                )
+            return np.array(0), target
+
+        step, state = on_coordinator(read, lambda: (np.array(0), target))
+        return int(step), state
+
+    def _move_aside(self, step: int, error: Exception, resume_step: int) -> None:
+        source = os.path.join(self.directory, str(step))
+        os.makedirs(self.damaged_directory, exist_ok=True)
+        destination = os.path.join(self.damaged_directory, str(step))
+        if os.path.exists(destination):
+            destination = f"{destination}-{int(time.time())}"
+        os.rename(source, destination)
+        self._manager.reload()
+        logging.warning(
+            "Checkpoint of step %d is damaged (%s); moved it to %s and resuming from step %d.",
+            step, _first_line(error.__cause__ or error), destination, resume_step,
+        )

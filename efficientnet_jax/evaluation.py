@@ -33,6 +33,7 @@ from efficientnet_jax.checkpointing import (
     WEIGHT_FIELDS,
     CheckpointError,
     CheckpointLocation,
+    DamagedCheckpointError,
 )
 from efficientnet_jax.configuration import model_spec_from_config
 from efficientnet_jax.model import EfficientNet
@@ -163,10 +164,11 @@ def follow(
             evaluated.add(step)
             try:
                 yield evaluate_to_file(evaluator, location, weights)
-            except CheckpointError:
+            except DamagedCheckpointError as error:  # another model (a plain CheckpointError) stops following
                 if os.path.exists(location.step_directory):
-                    raise
-                logging.warning("Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step)
+                    logging.warning("Skipped the checkpoint of step %d, which is damaged: %s", step, error)
+                else:
+                    logging.warning("Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step)
             continue
         if stop:
             if final_step(workdir) not in evaluated:

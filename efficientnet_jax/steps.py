@@ -119,8 +119,17 @@ def train_step(
         "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "learning_rate": learning_rate_fn(state.step),
         "grad_norm": optax.global_norm(grads),
+        # 1.0 when every float of the updated state is finite: fetched with the metrics, so a state
+        # whose update overflowed is never saved (the loss above is of the state before the update).
+        "state_finite": all_finite(new_state),
     }
     return new_state, lax.pmean(metrics, AXIS_NAME)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """1.0 if no floating-point leaf of `tree` holds a NaN or an infinity, else 0.0."""
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])).astype(jnp.float32)
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: EfficientNet) -> dict[str, jax.Array]:

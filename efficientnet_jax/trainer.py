@@ -75,6 +75,34 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
+
+
+def _check_finite(fetched: list[dict[str, np.ndarray]], step: int, checkpointer: checkpointing.Checkpointer) -> None:
+    """Raises NonFiniteError at the first of the fetched steps (the last one is `step`) whose loss or
+    updated state is not finite. It waits for the save in flight first, so the checkpoint it names
+    is complete; the non-finite state itself is never saved."""
+    first = step - len(fetched) + 1
+    for offset, metrics in enumerate(fetched):
+        if not math.isfinite(metrics["loss"][0]):
+            what = "loss"
+        elif metrics["state_finite"][0] < 1.0:
+            what = "train state after the update (parameters, EMA or optimizer slots)"
+        else:
+            continue
+        checkpointer.wait()
+        last_good = checkpointer.latest_step()
+        resume = (
+            f"the last good checkpoint is step {last_good} in {checkpointer.directory}, where a restart resumes"
+            if last_good is not None else "no checkpoint was written, so a restart starts from scratch"
+        )
+        raise NonFiniteError(
+            f"Non-finite {what} at step {first + offset}: stopping without saving it; {resume}. If it recurs, "
+            f"lower config.base_learning_rate or raise config.warmup_epochs."
+        )
+
+
 def _format_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -108,115 +136,113 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         config.lr_decay_epochs,
     )
     tx = optim.optimizer(learning_rate_fn, config)
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    start_step = checkpointer.latest_step() or 0
-    pretrained = None
-    if config.init_checkpoint and not start_step:  # read and checked before anything compiles
-        pretrained = finetuning.read_pretrained(config, spec)
-
-    rng = jax.random.key(config.seed)
-    init_rng, step_rng = jax.random.split(rng)
-    state = steps.create_train_state(init_rng, model, config.image_size, tx)
-    if start_step:
-        state = checkpointer.restore(start_step, state, spec)
-        logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
-    elif pretrained is not None:
-        state = finetuning.start_from(state, pretrained, tx)
-        logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
-    if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    state = steps.replicate(state)
-    p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng)
-    p_eval_step = steps.pmap_eval_step(model)
-
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
-    if start_step == 0:
-        writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
-    logging.info(
-        "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices.",
-        spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, checkpointing.CHECKPOINTS_DIRECTORY), config.keep_checkpoints
     )
+    with checkpointer:
+        pretrained = None
+        if config.init_checkpoint and checkpointer.latest_step() is None:  # read and checked before anything compiles
+            pretrained = finetuning.read_pretrained(config, spec)
 
-    def run_eval(step: int) -> dict[str, float]:
-        results = {}
-        for weights, variables in (
-            ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
-            ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
-        ):
-            batches, _ = input_pipeline.create_eval_iterator(config)
-            start = time.perf_counter()
-            metrics = steps.evaluate(p_eval_step, variables, batches)
-            results.update({f"eval_{weights}_{k}": v for k, v in metrics.items()})
-            results[f"eval_{weights}_images_per_second"] = metrics["num_examples"] / (time.perf_counter() - start)
-        writer.write_scalars(step, {k: v for k, v in results.items() if not k.endswith("num_examples")})
+        rng = jax.random.key(config.seed)
+        init_rng, step_rng = jax.random.split(rng)
+        state = steps.create_train_state(init_rng, model, config.image_size, tx)
+        start_step, state = checkpointer.resume(state, spec)
+        if start_step:
+            logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
+        elif pretrained is not None:
+            state = finetuning.start_from(state, pretrained, tx)
+            logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
+        if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        state = steps.replicate(state)
+        p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng)
+        p_eval_step = steps.pmap_eval_step(model)
+
+        writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
+        if start_step == 0:
+            writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
         logging.info(
-            "eval @ step %d: raw top-1 %.4f top-5 %.4f | EMA top-1 %.4f top-5 %.4f (%d examples)",
-            step, results["eval_raw_top1"], results["eval_raw_top5"], results["eval_ema_top1"],
-            results["eval_ema_top5"], results["eval_raw_num_examples"],
+            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices.",
+            spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
         )
-        return results
 
-    train_batches = flax.jax_utils.prefetch_to_device(
-        input_pipeline.create_train_iterator(config, start_step=start_step), config.prefetch_batches
-    )
-    pending_metrics = []
-    last_metrics = None
-    eval_results: dict[str, float] = {}
-    step = start_step
-    window_start, window_step = time.perf_counter(), start_step
-    job_start = time.perf_counter()
-    with _PreemptionFlag() as preemption:
-        while step < num_train_steps:
-            batch = next(train_batches)
-            state, metrics = p_train_step(state, batch)
-            step += 1
-            pending_metrics.append(metrics)
-            if step == start_step + 1:
-                jax.block_until_ready(metrics)
-                logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - job_start)
-                window_start, window_step = time.perf_counter(), step
-                pending_metrics = pending_metrics[-1:]
+        def run_eval(step: int) -> dict[str, float]:
+            results = {}
+            for weights, variables in (
+                ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
+                ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
+            ):
+                batches, _ = input_pipeline.create_eval_iterator(config)
+                start = time.perf_counter()
+                metrics = steps.evaluate(p_eval_step, variables, batches)
+                results.update({f"eval_{weights}_{k}": v for k, v in metrics.items()})
+                results[f"eval_{weights}_images_per_second"] = metrics["num_examples"] / (time.perf_counter() - start)
+            writer.write_scalars(step, {k: v for k, v in results.items() if not k.endswith("num_examples")})
+            logging.info(
+                "eval @ step %d: raw top-1 %.4f top-5 %.4f | EMA top-1 %.4f top-5 %.4f (%d examples)",
+                step, results["eval_raw_top1"], results["eval_raw_top5"], results["eval_ema_top1"],
+                results["eval_ema_top5"], results["eval_raw_num_examples"],
+            )
+            return results
 
-            at_end = step == num_train_steps
-            should_log = step % config.log_every_steps == 0 or at_end
-            should_checkpoint = step % config.checkpoint_every_steps == 0 or at_end
-            preempted = preemption.agreed(step)
-            if should_log or should_checkpoint or preempted:
-                fetched = jax.device_get(pending_metrics)
-                last_metrics = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[-1]}
-                if not all(math.isfinite(m["loss"][0]) for m in fetched):
-                    bad = next(step - len(fetched) + i + 1 for i, m in enumerate(fetched) if not math.isfinite(m["loss"][0]))
-                    raise FloatingPointError(
-                        f"Non-finite loss at step {bad}. Stopping; the last good checkpoint is step "
-                        f"{checkpointer.latest_step()} in {checkpointer.directory}."
+        train_batches = flax.jax_utils.prefetch_to_device(
+            input_pipeline.create_train_iterator(config, start_step=start_step), config.prefetch_batches
+        )
+        pending_metrics = []
+        last_metrics = None
+        eval_results: dict[str, float] = {}
+        step = start_step
+        window_start, window_step = time.perf_counter(), start_step
+        job_start = time.perf_counter()
+        with _PreemptionFlag() as preemption:
+            while step < num_train_steps:
+                batch = next(train_batches)
+                state, metrics = p_train_step(state, batch)
+                step += 1
+                pending_metrics.append(metrics)
+                if step == start_step + 1:
+                    jax.block_until_ready(metrics)
+                    logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - job_start)
+                    window_start, window_step = time.perf_counter(), step
+                    pending_metrics = pending_metrics[-1:]
+
+                at_end = step == num_train_steps
+                should_log = step % config.log_every_steps == 0 or at_end
+                should_checkpoint = step % config.checkpoint_every_steps == 0 or at_end
+                preempted = preemption.agreed(step)
+                if should_log or should_checkpoint or preempted:
+                    fetched = jax.device_get(pending_metrics)
+                    pending_metrics = []
+                    _check_finite(fetched, step, checkpointer)
+                    last_metrics = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[-1] if k != "state_finite"}
+                if should_log:
+                    elapsed = time.perf_counter() - window_start
+                    steps_done = step - window_step
+                    images_per_second = steps_done * config.batch_size / elapsed if steps_done and elapsed > 0 else 0.0
+                    step_seconds = elapsed / steps_done if steps_done else float("nan")
+                    eta = (num_train_steps - step) * step_seconds if steps_done else float("nan")
+                    writer.write_scalars(step, {
+                        **last_metrics, "images_per_second": images_per_second, "step_seconds": step_seconds,
+                        "corrupt_images_skipped": input_pipeline.corrupt_images_skipped(),
+                    })
+                    logging.info(
+                        "step %d/%d (%.1f%%) loss %.4f top-1 %.3f lr %.5f grad-norm %.3f | %.1f img/s, %.3f s/step, ETA %s",
+                        step, num_train_steps, 100 * step / num_train_steps, last_metrics["loss"], last_metrics["top1"],
+                        last_metrics["learning_rate"], last_metrics["grad_norm"], images_per_second, step_seconds,
+                        _format_duration(eta) if math.isfinite(eta) else "?",
                     )
-                pending_metrics = []
-            if should_log:
-                elapsed = time.perf_counter() - window_start
-                steps_done = step - window_step
-                images_per_second = steps_done * config.batch_size / elapsed if steps_done and elapsed > 0 else 0.0
-                step_seconds = elapsed / steps_done if steps_done else float("nan")
-                eta = (num_train_steps - step) * step_seconds if steps_done else float("nan")
-                writer.write_scalars(step, {
-                    **last_metrics, "images_per_second": images_per_second, "step_seconds": step_seconds,
-                    "corrupt_images_skipped": input_pipeline.corrupt_images_skipped(),
-                })
-                logging.info(
-                    "step %d/%d (%.1f%%) loss %.4f top-1 %.3f lr %.5f grad-norm %.3f | %.1f img/s, %.3f s/step, ETA %s",
-                    step, num_train_steps, 100 * step / num_train_steps, last_metrics["loss"], last_metrics["top1"],
-                    last_metrics["learning_rate"], last_metrics["grad_norm"], images_per_second, step_seconds,
-                    _format_duration(eta) if math.isfinite(eta) else "?",
-                )
-                window_start, window_step = time.perf_counter(), step
-            if step % config.eval_every_steps == 0 or at_end:
-                eval_results = run_eval(step)
-            if should_checkpoint or preempted:  # the losses up to here were checked finite above
-                checkpointer.save(step, steps.unreplicate(state), spec)
-            if preempted:
-                logging.warning("Stopped at step %d on request; restart the same command to resume.", step)
-                break
-    checkpointer.close()
+                    window_start, window_step = time.perf_counter(), step
+                if step % config.eval_every_steps == 0 or at_end:
+                    eval_results = run_eval(step)
+                if should_checkpoint or preempted:  # the state to save was checked finite above
+                    checkpointer.save(step, steps.unreplicate(state), spec)
+                if preempted:
+                    logging.warning("Stopped at step %d on request; restart the same command to resume.", step)
+                    break
+        if not eval_results:  # resumed from the final checkpoint of a job stopped before its last lines
+            eval_results = run_eval(step)
     writer.flush()
     final = {"step": step, "num_train_steps": num_train_steps, **(last_metrics or {}), **eval_results}
     if is_coordinator:

@@ -21,6 +21,7 @@ import pytest
 from efficientnet_jax import checkpointing, evaluation, pretrained, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
+from tests.checkpoint_damage import DAMAGES, damage_array_files
 from tests.test_pretrained import import_keras
 from tests.workers.tiny_config import tiny_config
 
@@ -126,26 +127,10 @@ def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, work
     assert files_under(workdir) == before
 
 
-@pytest.mark.parametrize("damage", ["garble", "delete", "truncate"])
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_array_files_are_a_clear_error_and_nothing_is_written(workdir, evaluator, tmp_path, damage):
-    """Every array data file of the state item damaged (a single one may hold only optimizer state,
-    which evaluation rightly never reads)."""
     copy = str(shutil.copytree(workdir, tmp_path / "run"))
-    state = os.path.join(copy, "checkpoints", "3", "state")
-    array_files = [path for path in files_under(state) if os.path.basename(os.path.dirname(path)) == "d"]
-    assert array_files
-    for path in array_files:
-        if damage == "delete":
-            os.remove(path)
-        elif damage == "truncate":  # an interrupted copy
-            with open(path, "r+b") as f:
-                f.truncate(os.path.getsize(path) // 2)
-        else:
-            with open(path, "r+b") as f:
-                data = bytearray(f.read())
-                data[::7] = bytes(b ^ 0xFF for b in data[::7])
-                f.seek(0)
-                f.write(data)
+    damage_array_files(os.path.join(copy, "checkpoints", "3"), damage)
     before = files_under(copy)
     with pytest.raises(CheckpointError, match=r"Cannot read the checkpoint at .*3: .* truncated or corrupt"):
         evaluation.evaluate_to_file(evaluator, checkpointing.locate_checkpoint(copy), "ema")
@@ -195,3 +180,14 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
     for refused in ("b1", "json", "truncated"):
         assert not os.path.exists(tmp_path / refused)
     assert {path: os.path.getmtime(path) for path in files_under(out_dir)} == converted  # not overwritten
+
+
+def test_follow_skips_a_damaged_checkpoint_and_keeps_following(workdir, evaluator, tmp_path, caplog):
+    """Step 2 damaged: --follow warns naming it, evaluates step 3 and stops at the job's final step."""
+    copy = str(shutil.copytree(workdir, tmp_path / "run"))
+    damage_array_files(os.path.join(copy, "checkpoints", "2"), "truncate")
+    results = list(evaluation.follow(evaluator, copy, "ema", poll_interval_s=0.1, timeout_s=200))
+    assert [result["step"] for result, _ in results] == [3]
+    assert sorted(name for name in os.listdir(copy) if name.startswith("eval_")) == ["eval_test_3_ema.json"]
+    assert any("checkpoint of step 2" in record.getMessage() and "damaged" in record.getMessage()
+               for record in caplog.records), [record.getMessage() for record in caplog.records]

@@ -1,15 +1,17 @@
 """Several hosts on loopback: two processes (2 CPU devices each, gloo collectives) against one
-process with 4 devices."""
+process with 4 devices, and a job that loses one of its processes."""
 
 import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
 from configs import quickstart
 from efficientnet_jax import input_pipeline
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "workers", "multihost_worker.py")
@@ -83,3 +85,42 @@ def test_each_host_reads_its_own_shard(data_dir):
         assert len(seen[-1]) == steps * 16  # no example twice within a host's epoch
     assert not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 2 * (1437 // 2 // 16) * 16
+
+
+def test_a_killed_host_stops_the_other_within_the_heartbeat_timeout(data_dir, tmp_path):
+    """Two train.py processes on loopback; process 1 is SIGKILLed mid-run. Process 0 must not wait
+    forever in a collective: it exits non-zero within --heartbeat_timeout_s (10 s here) plus the
+    time to shut down, so a scheduler can restart the whole job."""
+    heartbeat_timeout_s, bound_s = 10, 60
+    port = _free_port()
+    env = dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, XLA_FLAGS=xla_flags.for_devices(2),
+               PYTHONUNBUFFERED="1")
+
+    def start(process_id, **streams):
+        return subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={tmp_path / f'host{process_id}'}",
+             f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}",
+             "--config.num_train_steps=100000", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={process_id}", f"--heartbeat_timeout_s={heartbeat_timeout_s}"],
+            cwd=REPO, env=env, text=True, **streams,
+        )
+
+    survivor = start(0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = start(1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        output = []
+        for line in survivor.stdout:
+            output.append(line)
+            if "step 4/100000" in line:
+                break
+        assert victim.poll() is None and survivor.poll() is None, "".join(output)[-3000:]
+        victim.kill()
+        killed_at = time.monotonic()
+        rest, _ = survivor.communicate(timeout=bound_s + 60)
+        elapsed = time.monotonic() - killed_at
+    finally:
+        for process in (survivor, victim):
+            if process.poll() is None:
+                process.kill()
+    assert survivor.returncode != 0, rest[-3000:]
+    assert elapsed < bound_s, (elapsed, rest[-3000:])

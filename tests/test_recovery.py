@@ -1,0 +1,197 @@
+"""A job that comes back by itself: an overflowing update is never saved, a damaged newest
+checkpoint is passed over, a save that fails leaves the previous checkpoint readable, and a SIGKILL
+at any moment costs only the steps since the last checkpoint. Each on the real training loop with
+the tiny config; compared with one uninterrupted run of the same steps."""
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from efficientnet_jax import checkpointing, optim, trainer
+from efficientnet_jax.checkpointing import CheckpointError, CheckpointSaveError
+from tests import xla_flags
+from tests.checkpoint_damage import DAMAGES, damage_array_files
+from tests.workers.tiny_config import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 6  # checkpoints every 2 steps: a run interrupted after step 4 resumes from 2 or 4
+
+
+def recovery_config(data_dir, **overrides):
+    return tiny_config(data_dir, **{"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **overrides})
+
+
+def without_timing(metrics):
+    return {key: value for key, value in metrics.items() if "per_second" not in key and "seconds" not in key}
+
+
+def evaluation_results(metrics):
+    return {key: value for key, value in without_timing(metrics).items() if key.startswith(("eval_", "step"))}
+
+
+def read_state(workdir, step):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "model"))
+    try:
+        return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    finally:
+        manager.close()
+
+
+def assert_same_state(a, b):
+    for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
+        for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
+            np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """(workdir, final metrics) of the run every recovery is compared with."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    _, metrics = trainer.train_and_evaluate(recovery_config(data_dir), workdir)
+    return workdir, metrics
+
+
+@pytest.fixture(scope="module")
+def stopped_after_step_4(data_dir, tmp_path_factory):
+    """A workdir with the checkpoints of steps 2 and 4, as a job stopped there leaves it."""
+    workdir = str(tmp_path_factory.mktemp("stopped"))
+    trainer.train_and_evaluate(recovery_config(data_dir, num_train_steps=4), workdir)
+    assert checkpointing.checkpoint_steps(workdir) == [2, 4]
+    return workdir
+
+
+def test_an_overflowing_update_is_never_saved_and_the_job_names_its_step(data_dir, tmp_path, monkeypatch):
+    """The third update overflows while its loss (computed before the update) is finite: the job
+    stops naming step 3 and the last good checkpoint, step 2, and writes no checkpoint of step 3."""
+    real_optimizer = optim.optimizer
+    monkeypatch.setattr(optim, "optimizer", lambda learning_rate_fn, config: optax.chain(
+        real_optimizer(learning_rate_fn, config),
+        optax.scale_by_schedule(lambda count: jnp.where(count == 2, jnp.inf, 1.0)),
+    ))
+    workdir = str(tmp_path / "run")
+    config = recovery_config(data_dir, checkpoint_every_steps=1, log_every_steps=1)
+    with pytest.raises(trainer.NonFiniteError, match=r"Non-finite train state after the update .* at step 3: "
+                       r"stopping without saving it; the last good checkpoint is step 2 in "):
+        trainer.train_and_evaluate(config, workdir)
+    assert checkpointing.checkpoint_steps(workdir) == [1, 2]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]  # nothing half-written
+    for step in (1, 2):
+        state = read_state(workdir, step)
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state) if leaf.dtype.kind == "f"), step
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_job_resumes_from_the_previous(
+    data_dir, uninterrupted, stopped_after_step_4, tmp_path, damage, caplog
+):
+    workdir = str(shutil.copytree(stopped_after_step_4, tmp_path / "run"))
+    damage_array_files(os.path.join(workdir, "checkpoints", "4"), damage)
+    _, metrics = trainer.train_and_evaluate(recovery_config(data_dir), workdir)
+    straight_workdir, straight_metrics = uninterrupted
+    assert without_timing(metrics) == without_timing(straight_metrics)
+    assert_same_state(read_state(workdir, TOTAL_STEPS), read_state(straight_workdir, TOTAL_STEPS))
+    assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "4", "state"))  # kept for a person
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("Checkpoint of step 4 is damaged" in m and "damaged_checkpoints" in m and "resuming from step 2" in m
+               for m in messages), messages
+
+
+def test_when_no_checkpoint_is_readable_the_job_stops_naming_each_and_moves_none(
+    data_dir, stopped_after_step_4, tmp_path
+):
+    workdir = str(shutil.copytree(stopped_after_step_4, tmp_path / "run"))
+    for step in (2, 4):
+        damage_array_files(os.path.join(workdir, "checkpoints", str(step)), "delete")
+    with pytest.raises(CheckpointError, match=r"No checkpoint in .*checkpoints can be read \(step 4: .*; step 2: "):
+        trainer.train_and_evaluate(recovery_config(data_dir), workdir)
+    assert checkpointing.checkpoint_steps(workdir) == [2, 4]
+    assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
+
+
+def test_a_failing_save_stops_the_job_and_leaves_the_previous_checkpoint_readable(
+    data_dir, uninterrupted, tmp_path, monkeypatch
+):
+    """The disk fills up while the checkpoint of step 4 is written (its array files half there):
+    the job stops naming step 4 and the intact step 2; a restart resumes from step 2 and ends as
+    the uninterrupted run does."""
+    real_save = ocp.StandardCheckpointHandler.async_save
+    calls = []
+
+    def disk_full_on_second_save(self, directory, *args, **kwargs):
+        calls.append(directory)
+        if len(calls) == 2:
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "half_written"), "wb") as f:
+                f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full_on_second_save)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(CheckpointSaveError, match=r"Saving the checkpoint of step 4 to .* failed: .*No space left "
+                       r"on device.* The previous checkpoint, step 2 in .* is intact"):
+        trainer.train_and_evaluate(recovery_config(data_dir), workdir)
+    assert checkpointing.checkpoint_steps(workdir) == [2]
+    checkpointing.read_items(os.path.join(workdir, "checkpoints", "2"), model=ocp.args.JsonRestore())
+
+    monkeypatch.undo()
+    _, metrics = trainer.train_and_evaluate(recovery_config(data_dir), workdir)
+    assert without_timing(metrics) == without_timing(uninterrupted[1])
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]  # the half-written one gone
+
+
+def _train_command(workdir, data_dir, *flags):
+    return [
+        sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
+        f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}",
+        f"--config.num_train_steps={TOTAL_STEPS}", "--config.checkpoint_every_steps=2",
+        *flags,
+    ]
+
+
+def _train_env():
+    return dict(os.environ, XLA_FLAGS=xla_flags.for_devices(8), PYTHONUNBUFFERED="1")
+
+
+def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir, uninterrupted, tmp_path):
+    """SIGKILL (no handler runs) right after step 4 is logged, while the save of step 2 may still be
+    in flight and that of step 4 may have begun; the same command then resumes from the newest
+    complete checkpoint, whichever that was, and ends bit-identical to the uninterrupted run (its
+    train state and evaluation; the training-loss window is a log statistic of the steps a run did)."""
+    workdir = str(tmp_path / "run")
+    process = subprocess.Popen(
+        _train_command(workdir, data_dir, "--config.num_train_steps=1000"), cwd=REPO, env=_train_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "step 4/1000" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL, "".join(output)[-3000:]
+    assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
+
+    result = subprocess.run(_train_command(workdir, data_dir), cwd=REPO, env=_train_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # A save cut off mid-write leaves a temporary directory: it is removed, never taken for a checkpoint.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+    with open(os.path.join(workdir, "final_metrics.json")) as f:
+        metrics = json.load(f)
+    straight_workdir, straight_metrics = uninterrupted
+    assert evaluation_results(metrics) == evaluation_results(straight_metrics)
+    assert_same_state(read_state(workdir, TOTAL_STEPS), read_state(straight_workdir, TOTAL_STEPS))
