@@ -118,7 +118,7 @@ def train_step(
         "cross_entropy": data_loss,
         "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "learning_rate": learning_rate_fn(state.step),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree_utils.tree_norm(grads),
     }
     return new_state, lax.pmean(metrics, AXIS_NAME)
 
