@@ -19,9 +19,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
+
+# Run from a checkout: the repository root holds `benchmarks/child.py` (standard library only).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.child import run_json
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 OURS = os.path.join(BENCHMARKS, "throughput.py")
@@ -47,16 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def run_json(command: list[str], env: dict[str, str]) -> dict:
-    """Runs a benchmark script and returns the JSON record on its last output line."""
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr[-3000:]}"
-        )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def benchmark_flags(args: argparse.Namespace, mode: str) -> list[str]:

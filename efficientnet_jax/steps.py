@@ -118,7 +118,7 @@ def train_step(
         "cross_entropy": data_loss,
         "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "learning_rate": learning_rate_fn(state.step),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree_utils.tree_norm(grads),
         # 1.0 when every float of the updated state is finite: fetched with the metrics, so a state
         # whose update overflowed is never saved (the loss above is of the state before the update).
         "state_finite": all_finite(new_state),

@@ -6,7 +6,6 @@ the tiny config; compared with one uninterrupted run of the same steps."""
 import errno
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
