@@ -8,18 +8,17 @@ checkpoint of a training workdir as it appears, and stops after the job's final 
 """
 
 import json
-import sys
 
+from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
+
+# isort: split
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from efficientnet_jax import checkpointing, distributed, evaluation, input_pipeline
-from efficientnet_jax.checkpointing import CheckpointError
-from efficientnet_jax.configuration import ConfigError
+from efficientnet_jax import checkpointing, distributed, evaluation
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Configuration the checkpoint was trained with.", lock_config=True)
+console.define_config_flag("configs/quickstart.py", "Configuration the checkpoint was trained with.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint step directory, or a workdir (newest step, or --step).", required=True)
 flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to evaluate (default: the newest).")
 flags.DEFINE_enum("weights", "ema", sorted(checkpointing.WEIGHT_FIELDS), "Evaluate the EMA weights (as the reference does) or the raw ones.")
@@ -55,11 +54,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     distributed.initialize_from_flags()
-    try:
-        run()
-    except (CheckpointError, ConfigError, input_pipeline.DatasetConfigError) as error:
-        sys.exit(f"eval.py: {error}")  # a message that names the fix; a traceback would bury it
+    console.log_to_file(FLAGS.log_dir)
+    run()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

@@ -6,9 +6,12 @@ grid search, grid_search.png with the chosen alpha, beta, gamma. Runs not finish
 their status and no accuracy; run it again when they are.
 """
 
+from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
+
+# isort: split
 from absl import app, flags
 
-from efficientnet_jax import experiments, scaling_report
+from efficientnet_jax import scaling_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
@@ -19,13 +22,11 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        paths = scaling_report.write_report(FLAGS.workdir, FLAGS.output_dir)
-    except experiments.SweepError as error:
-        raise app.UsageError(str(error)) from error
+    console.log_to_file(FLAGS.log_dir)
+    paths = scaling_report.write_report(FLAGS.workdir, FLAGS.output_dir)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

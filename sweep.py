@@ -17,15 +17,17 @@ import os
 import shlex
 import sys
 
+from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
+
+# isort: split
 from absl import app, flags
-from ml_collections import config_flags
 
 from efficientnet_jax import experiments, sweep_runner
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Sweep config file (configs/scaling/*.py).", lock_config=True)
+console.define_config_flag(None, "Sweep config file (configs/scaling/*.py).")
 flags.DEFINE_string("workdir", None, "Directory of the sweep: one subdirectory per run.")
 flags.DEFINE_bool("dry_run", False, "List the runs and their commands without running anything.")
 flags.DEFINE_string(
@@ -47,13 +49,14 @@ def describe(entry: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    console.log_to_file(FLAGS.log_dir)
     workdir = os.path.abspath(FLAGS.workdir)
     try:
         runs = experiments.expand_sweep(FLAGS.config)
         manifest = experiments.manifest(FLAGS.config, runs, workdir, REPO)
         sweep_runner.check_existing_runs(workdir, manifest)
     except experiments.SweepError as error:
-        sys.exit(f"Bad sweep: {error}")
+        raise experiments.SweepError(f"Bad sweep: {error}") from error
     entries = manifest["runs"]
     print(f"{FLAGS.config.sweep.method}: {len(entries)} runs in {workdir}")
     for entry in entries:
@@ -72,7 +75,7 @@ def main(argv):
     try:
         statuses = sweep_runner.run_sweep([(e["name"], e["command"]) for e in entries], workdir, cwd=REPO)
     except experiments.SweepError as error:
-        sys.exit(f"Cannot run the sweep: {error}")
+        raise experiments.SweepError(f"Cannot run the sweep: {error}") from error
     counts = {}
     for status in statuses.values():
         counts[status["status"]] = counts.get(status["status"], 0) + 1
@@ -86,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

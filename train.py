@@ -5,18 +5,24 @@ Restarting the same command resumes from the newest checkpoint in the workdir.
 """
 
 import difflib
+import os
 
+from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
+
+# isort: split
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from configs import default
 from efficientnet_jax import distributed, trainer
 from efficientnet_jax.configuration import ConfigError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Training configuration file.", lock_config=True)
-flags.DEFINE_string("workdir", "workdirs/quickstart", "Directory for checkpoints, logs and the config used.")
+console.define_config_flag("configs/quickstart.py", "Training configuration file.")
+flags.DEFINE_string(
+    "workdir", "workdirs/quickstart",
+    "Directory for checkpoints, logs (every library's lines in logs/train.log, or in --log_dir) and the config used.",
+)
 
 
 def check_keys(config, reference, prefix="config") -> None:
@@ -36,10 +42,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     distributed.initialize_from_flags()
     check_keys(FLAGS.config, default.get_config())
+    console.log_to_file(FLAGS.log_dir or os.path.join(FLAGS.workdir, "logs"))
     logging.info("JAX process %d of %d, local devices: %s", jax.process_index(), jax.process_count(), jax.local_devices())
     _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     logging.info("Final metrics: %s", final)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

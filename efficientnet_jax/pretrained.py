@@ -570,6 +570,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """`python -m efficientnet_jax.pretrained <weights file> <variant> <out_dir> [--source=...]`."""
     import argparse
 
+    from efficientnet_jax import console  # here, not at the top: it imports TensorFlow, for the entry points
+
     parser = argparse.ArgumentParser(
         prog="python -m efficientnet_jax.pretrained",
         description="Convert timm or Keras EfficientNet weights into a checkpoint that eval.py evaluates.",
@@ -578,17 +580,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("variant", help="b0..b7 (or efficientnet-b0..)")
     parser.add_argument("out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0")
     parser.add_argument("--source", choices=("auto", "timm", "keras"), default="auto", help="default: from the suffix")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    try:
+    # WeightImportError named here: run as `python -m`, this module is __main__, not the one console.py knows.
+    # ValueError: an unknown variant name; OSError: an unreadable file or an unwritable out_dir.
+    with console.user_errors_as_one_line(parser.prog, WeightImportError, ValueError, OSError):
         if os.path.exists(args.out_dir) and (not os.path.isdir(args.out_dir) or os.listdir(args.out_dir)):
             raise WeightImportError(f"{args.out_dir} exists and is not empty; choose a new out_dir.")
         if not os.path.isfile(args.weights_file):
             raise WeightImportError(f"{args.weights_file} is not a file.")
         source = source_of(args.weights_file) if args.source == "auto" else args.source
         variables = (from_timm if source == "timm" else from_keras)(args.weights_file, args.variant)
-    except (WeightImportError, ValueError, OSError) as error:  # ValueError: an unknown variant name
-        parser.exit(1, f"error: {error}\n")
-    step_directory = write_checkpoint(variables, args.variant, args.out_dir)
+        step_directory = write_checkpoint(variables, args.variant, args.out_dir)
     print(
         f"Wrote {step_directory}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
         f"{canonical_variant(args.variant).removeprefix('efficientnet-')} --checkpoint={os.path.abspath(args.out_dir)}"
