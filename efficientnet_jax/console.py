@@ -98,8 +98,9 @@ def _shown_on_console(record: python_logging.LogRecord) -> bool:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Imported when an error is raised, not at the top: input_pipeline imports TensorFlow, which
-    this module must import first (quietly), and sweep.py needs none of these modules."""
-    from efficientnet_jax import checkpointing, configuration, experiments, input_pipeline, pretrained, trainer
+    this module must import first (quietly), and sweep.py needs none of these modules. The weight
+    converter names its own WeightImportError (pretrained.py imports this module)."""
+    from efficientnet_jax import checkpointing, configuration, experiments, input_pipeline, trainer
 
     return (
         app.UsageError,
@@ -108,7 +109,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
         configuration.ConfigError,
         experiments.SweepError,
         input_pipeline.DatasetConfigError,
-        pretrained.WeightImportError,
         trainer.NonFiniteError,
     )
 

@@ -192,5 +192,13 @@ def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir,
     with open(os.path.join(workdir, "final_metrics.json")) as f:
         metrics = json.load(f)
     straight_workdir, straight_metrics = uninterrupted
-    assert evaluation_results(metrics) == evaluation_results(straight_metrics)
     assert_same_state(read_state(workdir, TOTAL_STEPS), read_state(straight_workdir, TOTAL_STEPS))
+    # The same state, evaluated by an eval step compiled in another process: the counts agree
+    # exactly, the mean losses to float32 summation order.
+    resumed, straight = evaluation_results(metrics), evaluation_results(straight_metrics)
+    assert resumed.keys() == straight.keys()
+    for key in resumed:
+        if key.endswith("_loss"):
+            np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, err_msg=key)
+        else:
+            assert resumed[key] == straight[key], key
