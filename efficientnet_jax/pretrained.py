@@ -541,7 +541,7 @@ def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> s
     and returns its step directory. The TrainState holds the weights both as the raw and as the EMA
     variables, so `eval.py --weights=ema` (the default) and `--weights=raw` agree, with a fresh
     RMSProp state of the reference recipe so the tree has training's structure."""
-    from configs import default  # the training stack (TensorFlow included) only for this command
+    from configs import default  # the recipe and the train state only for this command, not for importing weights
     from efficientnet_jax import checkpointing, optim, steps
 
     config = default.get_config()
