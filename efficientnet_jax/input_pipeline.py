@@ -24,6 +24,7 @@ dropped, the last batch is padded with masked examples, and every host runs
 the same number of batches so that cross-host collectives never wait forever.
 """
 
+import contextlib
 import functools
 import itertools
 import math
@@ -36,6 +37,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment
@@ -449,6 +451,24 @@ def _fill_invalid_with_first_valid(batch: dict[str, tf.Tensor]) -> dict[str, tf.
     }
 
 
+@contextlib.contextmanager
+def _tf_global_seed_unset() -> Iterator[None]:
+    """TensorFlow mixes every op seed with its global seed, which other code in the process may set
+    (keras.utils.set_random_seed does): the shuffles are built with it unset, so that the order of
+    the examples depends on config.seed alone, the same in train.py as after such a call. The global
+    seed is read through TensorFlow's eager context, the only place that holds it, and set back
+    afterwards (which, as any tf.random.set_seed call, restarts the draws of unseeded ops)."""
+    previous = tf_context.global_seed()
+    if previous is None:
+        yield
+        return
+    tf.random.set_seed(None)
+    try:
+        yield
+    finally:
+        tf.random.set_seed(previous)
+
+
 def _train_epoch_dataset(
     builder: tfds.core.DatasetBuilder,
     shard: tfds.typing.SplitArg,
@@ -467,13 +487,14 @@ def _train_epoch_dataset(
     besides "image" and "label"; `create_train_iterator` consumes and strips them.
     """
     file_seed, buffer_seed = _epoch_shuffle_seeds(config.seed, epoch)
-    ds = builder.as_dataset(
-        split=shard,
-        shuffle_files=True,
-        decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False),
-    )
-    ds = ds.shuffle(config.shuffle_buffer_size, seed=buffer_seed, reshuffle_each_iteration=False)
+    with _tf_global_seed_unset():
+        ds = builder.as_dataset(
+            split=shard,
+            shuffle_files=True,
+            decoders={"image": tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=file_seed, try_autocache=False),
+        )
+        ds = ds.shuffle(config.shuffle_buffer_size, seed=buffer_seed, reshuffle_each_iteration=False)
     ds = ds.take(steps * host_batch).enumerate()
     # Skipped examples are never decoded: resuming costs reading, not decoding.
     ds = ds.skip(first_batch * host_batch)

@@ -347,6 +347,23 @@ def test_resume_yields_the_same_batches_across_epochs(digits_data_dir):
     assert not np.array_equal(from_start[0]["label"], from_start[6]["label"])
 
 
+def test_the_order_does_not_depend_on_tensorflows_global_seed(digits_data_dir):
+    """keras.utils.set_random_seed, say in a notebook or another test, sets TensorFlow's global seed,
+    with which TensorFlow mixes every op seed: the batches stay those of config.seed, and the
+    caller's global seed is left as it was."""
+    config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
+    hosts = dict(process_index=0, process_count=1, local_device_count=1)
+    unset = take(input_pipeline.create_train_iterator(config, **hosts), 7)  # into the second epoch
+    tf.random.set_seed(1234)
+    try:
+        expected_draw = tf.random.uniform([4]).numpy()
+        tf.random.set_seed(1234)
+        assert_batches_equal(take(input_pipeline.create_train_iterator(config, **hosts), 7), unset)
+        np.testing.assert_array_equal(tf.random.uniform([4]).numpy(), expected_draw)
+    finally:
+        tf.random.set_seed(None)
+
+
 def test_hosts_read_different_examples(digits_data_dir):
     config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
     first_batches = [
