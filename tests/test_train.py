@@ -1,7 +1,6 @@
-"""The training job: pmapped step equivalence, EMA, resume after preemption, learning on real data,
-and clear errors for bad configurations."""
+"""The training job: pmapped step equivalence, EMA, resume after preemption, and clear errors for
+bad configurations. Learning on real data: test_quickstart.py."""
 
-import json
 import os
 import signal
 import subprocess
@@ -156,28 +155,6 @@ def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
     for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
         for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
             np.testing.assert_array_equal(x, y, err_msg=key)
-
-
-def test_quickstart_learns_real_digits_to_90_percent(data_dir, tmp_path):
-    """The README's main command (`python train.py`, the offline quick start) on one CPU device:
-    held-out top-1 of at least 90% with the EMA weights and 85% with the raw ones, and a checkpoint
-    left. Measured with seeds 0, 1, 2 (the command uses 0): EMA 95.0%, 96.4%, 97.2%; raw 88.9%,
-    93.1%, 96.4% (the last iterate of a schedule that ends at lr 1.2e-3 is the noisier of the two)."""
-    workdir = tmp_path / "quickstart"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    result = subprocess.run(
-        [sys.executable, "train.py", f"--workdir={workdir}", f"--config.data_dir={data_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((workdir / "final_metrics.json").read_text())
-    print("quick start:", metrics)
-    assert metrics["step"] == metrics["num_train_steps"] == 880
-    assert metrics["eval_ema_num_examples"] == metrics["eval_raw_num_examples"] == 360
-    assert metrics["eval_ema_top1"] >= 0.90, metrics
-    assert metrics["eval_raw_top1"] >= 0.85, metrics
-    assert os.path.isdir(workdir / "checkpoints" / "880")
-    assert "img/s" in result.stderr and "ETA" in result.stderr
 
 
 def test_config_written_and_events_logged(data_dir, tmp_path):
