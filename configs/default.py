@@ -16,9 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: a released variant, optionally with coefficient overrides (None keeps the variant's).
     config.model = ml_collections.ConfigDict()
     config.model.variant = "efficientnet-b0"
-    # The unscaled network the variant's coefficients scale: 'efficientnet-b0' | 'mobilenetv2'
-    # (stage table, stem, head, activation; scaling.BASELINES).
-    config.model.baseline = "efficientnet-b0"
+    # The unscaled network the variant's coefficients scale (stage table, stem, head, activation;
+    # scaling.BASELINES): None is the variant's own (B0 for b0..l2, Lite0 for lite*, EdgeTPU-S for
+    # edgetpu-*); or 'efficientnet-b0' | 'efficientnet-lite0' | 'efficientnet-edgetpu-s' | 'mobilenetv2'.
+    config.model.baseline = config_dict.placeholder(str)
     # A stage table of your own in the official block-string form, e.g. ('r1_k3_s11_e1_i32_o16', ...):
     # replaces the baseline's stages (its stem, head and activation stay).
     config.model.block_strings = config_dict.placeholder(tuple)

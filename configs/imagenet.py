@@ -1,7 +1,9 @@
-"""EfficientNet-B0..B7 on ImageNet: `--config=configs/imagenet.py:b3`.
+"""EfficientNet-B0..B7 (and B8, L2, Lite0..Lite4, EdgeTPU-S/M/L) on ImageNet:
+`--config=configs/imagenet.py:b3`, `:lite0`, `:edgetpu-s`.
 
 Only what differs per variant is set here (model, resolution, dropout comes with the variant,
-RandAugment magnitude); the recipe is `configs/default.py`.
+RandAugment magnitude); the recipe is `configs/default.py`. The variant brings its own baseline
+network (`config.model.baseline` left unset): Lite0 for `lite*`, EdgeTPU-S for `edgetpu-*`.
 """
 
 import ml_collections

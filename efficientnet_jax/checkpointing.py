@@ -25,7 +25,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import ModelSpec
+from efficientnet_jax.scaling import ModelSpec, StageSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
 DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume
@@ -54,6 +54,20 @@ def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
+def complete_saved_spec(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved spec with the fields added to ModelSpec and StageSpec since it was written at their
+    defaults, which is how it was built: a checkpoint from before Fused-MBConv and `fix_head_stem`
+    existed is of MBConv stages with scaled stem and head."""
+    completed = {**spec_to_json(ModelSpec()), **saved}
+    stage_defaults = {
+        field.name: field.default
+        for field in dataclasses.fields(StageSpec)
+        if field.default is not dataclasses.MISSING
+    }
+    completed["stages"] = [{**stage_defaults, **stage} for stage in completed["stages"]]
+    return completed
+
+
 def describe_spec(description: dict[str, Any]) -> str:
     return (
         f"{description.get('name')} (width {description.get('width')}, depth {description.get('depth')}, "
@@ -63,9 +77,9 @@ def describe_spec(description: dict[str, Any]) -> str:
 
 def check_same_model(saved: dict[str, Any], spec: ModelSpec, where: str) -> None:
     """Compares the fields that change the parameters; dtype, remat and the like may differ."""
-    expected = spec_to_json(spec)
-    fields = ("width", "depth", "num_classes", "stages", "stem_filters", "head_filters")
-    mismatched = [field for field in fields if saved.get(field) != expected[field]]
+    expected, saved = spec_to_json(spec), complete_saved_spec(saved)
+    fields = ("width", "depth", "num_classes", "stages", "stem_filters", "head_filters", "fix_head_stem")
+    mismatched = [field for field in fields if saved[field] != expected[field]]
     if mismatched:
         raise CheckpointError(
             f"The checkpoint at {where} is of model {describe_spec(saved)}, but the config asks for "

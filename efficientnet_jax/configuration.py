@@ -6,7 +6,13 @@ from __future__ import annotations
 import ml_collections
 
 from efficientnet_jax.model import create_model
-from efficientnet_jax.scaling import ModelSpec, get_baseline, stages_from_block_strings
+from efficientnet_jax.scaling import (
+    ModelSpec,
+    baseline_fields,
+    get_baseline,
+    stages_from_block_strings,
+    variant_coefficients,
+)
 
 
 class ConfigError(ValueError):
@@ -14,42 +20,44 @@ class ConfigError(ValueError):
 
 
 def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) -> ModelSpec:
-    """The model a config describes: the baseline network (`config.model.baseline`, or its stage
-    table replaced by `config.model.block_strings`) scaled by the variant's coefficients, with any
-    coefficient the config sets. The default baseline, EfficientNet-B0, gives the released variants."""
+    """The model a config describes: the baseline network (`config.model.baseline`, by default the
+    variant's own, or its stage table replaced by `config.model.block_strings`) scaled by the
+    variant's coefficients, with any coefficient the config sets. The variant's own baseline gives
+    the released variants."""
     try:
-        baseline = get_baseline(config.model.baseline)
+        own_baseline = variant_coefficients(config.model.variant).baseline
+    except ValueError as error:
+        raise ConfigError(f"config.model.variant: {error}") from error
+    baseline_name = config.model.baseline or own_baseline
+    try:
+        baseline = get_baseline(baseline_name)
     except ValueError as error:
         raise ConfigError(f"config.model.baseline: {error}") from error
-    stages = baseline.stages
+    fields = baseline_fields(baseline)
     if config.model.block_strings:
         try:
-            stages = stages_from_block_strings(config.model.block_strings)
+            fields["stages"] = stages_from_block_strings(config.model.block_strings)
         except ValueError as error:
             raise ConfigError(f"config.model.block_strings: {error}") from error
-    overrides = {
-        field: config.model[field]
+    fields.update(
+        (field, config.model[field])
         for field in ("width", "depth", "dropout_rate")
         if config.model.get(field) is not None
-    }
+    )
     if config.model.block_strings:
-        overrides["name"] = "custom"
-    elif config.model.baseline != "efficientnet-b0":
-        overrides["name"] = config.model.baseline
+        fields["name"] = "custom"
+    elif baseline_name != own_baseline:
+        fields["name"] = baseline_name
     model = create_model(
         config.model.variant,
         num_classes=num_classes,
-        stages=stages,
-        stem_filters=baseline.stem_filters,
-        head_filters=baseline.head_filters,
-        activation=baseline.activation,
         resolution=config.image_size,
         drop_connect_rate=config.model.drop_connect_rate,
         batch_norm_momentum=config.model.batch_norm_momentum,
         dtype="bfloat16" if config.half_precision else "float32",
         depthwise_implementation=config.model.depthwise_implementation,
         remat=config.model.remat,
-        **overrides,
+        **fields,
     )
     return model.spec
 

@@ -22,12 +22,12 @@ import optax
 import orbax.checkpoint as ocp
 
 from efficientnet_jax import checkpointing, optim
-from efficientnet_jax.checkpointing import CheckpointError, spec_to_json
+from efficientnet_jax.checkpointing import CheckpointError, complete_saved_spec, spec_to_json
 from efficientnet_jax.scaling import ModelSpec
 
 # The ModelSpec fields that shape the backbone's variables (checkpointing.check_same_model's, less
 # num_classes, which only shapes the classifier).
-BACKBONE_FIELDS = ("width", "depth", "stages", "stem_filters", "head_filters")
+BACKBONE_FIELDS = ("width", "depth", "stages", "stem_filters", "head_filters", "fix_head_stem")
 
 Variables = dict[str, Any]
 
@@ -38,8 +38,8 @@ def describe_backbone(description: dict[str, Any]) -> str:
 
 def check_same_backbone(saved: dict[str, Any], spec: ModelSpec, where: str) -> None:
     """The checkpoint's network must be the config's, up to the number of classes."""
-    expected = spec_to_json(spec)
-    mismatched = [field for field in BACKBONE_FIELDS if saved.get(field) != expected[field]]
+    expected, saved = spec_to_json(spec), complete_saved_spec(saved)
+    mismatched = [field for field in BACKBONE_FIELDS if saved[field] != expected[field]]
     if mismatched:
         raise CheckpointError(
             f"config.init_checkpoint={where} holds {describe_backbone(saved)}, but the config asks for "

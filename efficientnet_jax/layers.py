@@ -1,5 +1,6 @@
 """How a block computes: initialisers, depthwise convolution, squeeze-and-excitation, stochastic
-depth and the MBConv block. These modules know nothing of compound scaling (see `scaling.py`)."""
+depth, and the MBConv and Fused-MBConv blocks. These modules know nothing of compound scaling (see
+`scaling.py`)."""
 
 from __future__ import annotations
 
@@ -222,9 +223,12 @@ class StochasticDepth(nn.Module):
         return jnp.where(keep, x / jnp.asarray(survival_probability, x.dtype), jnp.zeros_like(x))
 
 
-class MBConv(nn.Module):
-    """Mobile inverted bottleneck: [1x1 expand, BN, act] -> depthwise kxk, BN, act -> SE -> 1x1 project,
-    BN; identity skip with stochastic depth when the stride is 1 and the width is unchanged."""
+class Block(nn.Module):
+    """What MBConv and FusedMBConv share: their fields, and the batch norm, 1x1 convolution,
+    squeeze-and-excitation and residual that both build alike. `input_filters` is the stage table's
+    (scaled) value: it sets the expansion and SE widths, while convolutions take the channels they
+    are given, as in the official code (EdgeTPU's first block expands 24 * 4 filters from the stem's
+    32 channels)."""
 
     input_filters: int
     output_filters: int
@@ -233,42 +237,111 @@ class MBConv(nn.Module):
     expand_ratio: int
     se_ratio: Optional[float]
     drop_path_rate: float
+    identity_skip: bool = True  # False: no residual even where the shapes allow one ('noskip')
     activation: str = "swish"
     batch_norm_momentum: float = 0.99
     batch_norm_epsilon: float = 1e-3
     batch_norm_axis_name: Optional[str] = None
-    depthwise_implementation: str = "auto"
     dtype: Dtype = jnp.float32
     freeze_batch_norm: bool = False  # normalise with the moving statistics and keep them, even in training
 
-    @nn.compact
-    def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
-        batch_norm = functools.partial(
-            nn.BatchNorm,
+    @nn.nowrap
+    def _batch_norm(self, train: bool, name: str) -> nn.BatchNorm:
+        return nn.BatchNorm(
             use_running_average=not train or self.freeze_batch_norm,
             momentum=self.batch_norm_momentum,
             epsilon=self.batch_norm_epsilon,
             axis_name=self.batch_norm_axis_name,
             dtype=self.dtype,
+            name=name,
         )
-        conv_1x1 = functools.partial(
-            PointwiseConv, use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype
-        )
-        activation = ACTIVATIONS[self.activation]
-        expanded_filters = self.input_filters * self.expand_ratio
 
+    @nn.nowrap
+    def _pointwise_conv(self, features: int, name: str) -> PointwiseConv:
+        return PointwiseConv(
+            features, use_bias=False, kernel_init=conv_kernel_init, dtype=self.dtype, name=name
+        )
+
+    @nn.nowrap
+    def _squeeze_excite(self, x: jax.Array) -> jax.Array:
+        if not self.se_ratio:
+            return x
+        reduced_filters = max(1, int(self.input_filters * self.se_ratio))
+        return SqueezeExcite(reduced_filters, self.activation, self.dtype, name="se")(x)
+
+    @nn.nowrap
+    def _residual(self, x: jax.Array, inputs: jax.Array, train: bool) -> jax.Array:
+        """Adds the block's input, with stochastic depth, when the stride is 1 and the width unchanged."""
+        if not (self.identity_skip and self.stride == 1 and self.input_filters == self.output_filters):
+            return x
+        x = StochasticDepth(self.drop_path_rate, name="stochastic_depth")(x, deterministic=not train)
+        return x + inputs
+
+
+class MBConv(Block):
+    """Mobile inverted bottleneck: [1x1 expand, BN, act] -> depthwise kxk, BN, act -> SE -> 1x1 project,
+    BN; identity skip with stochastic depth when the stride is 1 and the width is unchanged."""
+
+    depthwise_implementation: str = "auto"
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
+        activation = ACTIVATIONS[self.activation]
         x = inputs
         if self.expand_ratio != 1:
-            x = activation(batch_norm(name="expand_bn")(conv_1x1(expanded_filters, name="expand_conv")(x)))
+            expanded_filters = self.input_filters * self.expand_ratio
+            x = self._pointwise_conv(expanded_filters, "expand_conv")(x)
+            x = activation(self._batch_norm(train, "expand_bn")(x))
         x = DepthwiseConv(
             self.kernel_size, self.stride, self.depthwise_implementation, self.dtype, name="depthwise_conv"
         )(x)
-        x = activation(batch_norm(name="depthwise_bn")(x))
-        if self.se_ratio:
-            reduced_filters = max(1, int(self.input_filters * self.se_ratio))
-            x = SqueezeExcite(reduced_filters, self.activation, self.dtype, name="se")(x)
-        x = batch_norm(name="project_bn")(conv_1x1(self.output_filters, name="project_conv")(x))
-        if self.stride == 1 and self.input_filters == self.output_filters:
-            x = StochasticDepth(self.drop_path_rate, name="stochastic_depth")(x, deterministic=not train)
-            x = x + inputs
-        return x
+        x = activation(self._batch_norm(train, "depthwise_bn")(x))
+        x = self._squeeze_excite(x)
+        x = self._pointwise_conv(self.output_filters, "project_conv")(x)
+        x = self._batch_norm(train, "project_bn")(x)
+        return self._residual(x, inputs, train)
+
+
+class FusedMBConv(Block):
+    """Fused-MBConv: kxk expand with the stride, BN, act -> SE -> 1x1 project, BN; residual as MBConv.
+    One dense kxk convolution replaces MBConv's 1x1 expansion and depthwise convolution, which uses
+    accelerators better on large, shallow feature maps (EdgeTPU's early stages, EfficientNetV2).
+
+    The stride sits on the kxk convolution, as in EfficientNetV2's `FusedMBConvBlock` (google/automl)
+    and timm's `EdgeResidual`, whose ports of the EdgeTPU weights we import. tensorflow/tpu's
+    EfficientNet code builds `c1` blocks as `MBConvBlockWithoutDepthwise`, which strides the 1x1
+    projection instead: the same parameters, and on even feature-map sizes an output grid one pixel
+    apart.
+
+    With `expand_ratio` 1 the block is, as in EfficientNetV2, a single kxk convolution to the output
+    width with BN and the activation: [SE] -> kxk project with the stride, BN, act.
+    """
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
+        activation = ACTIVATIONS[self.activation]
+        expands = self.expand_ratio != 1
+        x = inputs
+        if expands:
+            x = self._spatial_conv(self.input_filters * self.expand_ratio, "expand_conv")(x)
+            x = activation(self._batch_norm(train, "expand_bn")(x))
+        x = self._squeeze_excite(x)
+        project = self._pointwise_conv if expands else self._spatial_conv
+        x = self._batch_norm(train, "project_bn")(project(self.output_filters, "project_conv")(x))
+        if not expands:
+            x = activation(x)  # EfficientNetV2: the block's only convolution keeps its activation
+        return self._residual(x, inputs, train)
+
+    @nn.nowrap
+    def _spatial_conv(self, features: int, name: str) -> nn.Conv:
+        """The block's kxk convolution, with the stride and TensorFlow's SAME padding."""
+        return nn.Conv(
+            features,
+            (self.kernel_size, self.kernel_size),
+            strides=(self.stride, self.stride),
+            padding="SAME",
+            use_bias=False,
+            kernel_init=conv_kernel_init,
+            dtype=self.dtype,
+            name=name,
+        )

@@ -1,4 +1,5 @@
-"""The EfficientNet network: stem, MBConv stages built from a `ModelSpec`, head; and `create_model`."""
+"""The EfficientNet network: stem, MBConv and Fused-MBConv stages built from a `ModelSpec`, head; and
+`create_model`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ def stochastic_depth_rate(block_index: int, num_blocks: int, drop_connect_rate: 
     """Drop rate of block `block_index` (0-based over the whole network): it grows linearly from 0,
     `drop_connect_rate * block_index / num_blocks`, as the reference's `survival_prob` schedule."""
     return drop_connect_rate * block_index / num_blocks
+
+
+def block_module(stage: scaling.StageSpec, spec: ModelSpec) -> tuple[type[layers.Block], dict]:
+    """The block module of a stage, rematerialised with `spec.remat`, and the options only it takes."""
+    if stage.fused:
+        module, options = layers.FusedMBConv, {}
+    else:
+        module, options = layers.MBConv, {"depthwise_implementation": spec.depthwise_implementation}
+    return (nn.remat(module, static_argnums=(2,)) if spec.remat else module), options
 
 
 class EfficientNet(nn.Module):
@@ -57,18 +67,17 @@ class EfficientNet(nn.Module):
         conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.conv_kernel_init, dtype=dtype)
 
         x = images.astype(dtype)
-        stem_filters = scaling.round_filters(spec.stem_filters, spec.width)
-        x = conv(stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
+        x = conv(spec.scaled_stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = activation(batch_norm(name="stem_bn")(x))
 
-        block_cls = nn.remat(layers.MBConv, static_argnums=(2,)) if spec.remat else layers.MBConv
         stages = spec.scaled_stages()
         num_blocks = sum(stage.repeats for stage in stages)
         feature_maps = []
         block_index = 0
         for stage_index, stage in enumerate(stages):
+            block_type, block_options = block_module(stage, spec)
             for repeat in range(stage.repeats):
-                x = block_cls(
+                x = block_type(
                     input_filters=stage.input_filters if repeat == 0 else stage.output_filters,
                     output_filters=stage.output_filters,
                     kernel_size=stage.kernel_size,
@@ -76,14 +85,15 @@ class EfficientNet(nn.Module):
                     expand_ratio=stage.expand_ratio,
                     se_ratio=stage.se_ratio,
                     drop_path_rate=stochastic_depth_rate(block_index, num_blocks, spec.drop_connect_rate),
+                    identity_skip=stage.identity_skip,
                     activation=spec.activation,
                     batch_norm_momentum=spec.batch_norm_momentum,
                     batch_norm_epsilon=spec.batch_norm_epsilon,
                     batch_norm_axis_name=self.batch_norm_axis_name,
-                    depthwise_implementation=spec.depthwise_implementation,
                     dtype=dtype,
                     freeze_batch_norm=self.freeze_batch_norm,
                     name=f"block_{block_index}",
+                    **block_options,
                 )(x, train)
                 block_index += 1
             is_last_stage = stage_index == len(stages) - 1
@@ -92,8 +102,7 @@ class EfficientNet(nn.Module):
         if features:
             return feature_maps
 
-        head_filters = scaling.round_filters(spec.head_filters, spec.width)
-        x = conv(head_filters, (1, 1), name="head_conv")(x)
+        x = conv(spec.scaled_head_filters, (1, 1), name="head_conv")(x)
         x = activation(batch_norm(name="head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(spec.dropout_rate, name="head_dropout")(x, deterministic=not train)
@@ -102,8 +111,9 @@ class EfficientNet(nn.Module):
 
 
 def model_spec(name_or_spec: Union[str, ModelSpec], **overrides) -> ModelSpec:
-    """A `ModelSpec` from a variant name ('efficientnet-b0'..'efficientnet-b7', 'b0'..'b7', 'b8',
-    'l2') or an existing spec, with field overrides (e.g. num_classes=10, dtype='bfloat16')."""
+    """A `ModelSpec` from a variant name ('efficientnet-b0'..'efficientnet-b7', 'b0'..'b7', 'b8', 'l2',
+    'lite0'..'lite4', 'edgetpu-s'/'-m'/'-l') or an existing spec, with field overrides (e.g.
+    num_classes=10, dtype='bfloat16')."""
     if isinstance(name_or_spec, ModelSpec):
         return dataclasses.replace(name_or_spec, **overrides) if overrides else name_or_spec
     if isinstance(name_or_spec, str):

@@ -2,8 +2,9 @@
 
 Two sources, both ports of the official TensorFlow checkpoints:
 
-* timm's `tf_efficientnet_b0` .. `b7` (`from_timm`): a PyTorch state dict, a `.safetensors` file, or,
-  when torch is installed, a `.pth` / `.bin` file.
+* timm's `tf_efficientnet_b0` .. `b7`, `tf_efficientnet_lite0` .. `lite4` and `tf_efficientnet_es` /
+  `em` / `el` (EdgeTPU S, M, L) (`from_timm`): a PyTorch state dict, a `.safetensors` file, or, when
+  torch is installed, a `.pth` / `.bin` file.
 * Keras applications' `EfficientNetB0` .. `B7` (`from_keras`): a legacy `.h5` file (the released
   weights, or `model.save("x.h5")`), a Keras 3 `.weights.h5` file, or an in-memory `keras.Model`.
 
@@ -27,6 +28,13 @@ exactly that:
   with `variance` either the std (released files) or the std squared (a correctly configured
   `Normalization`). A Keras model built with `weights=None` that then loads a released file lacks the
   compensating layer and divides by `sqrt(std)`: that is Keras's quirk, not the network's intent.
+
+The Lite and EdgeTPU weights are the exception: the official models were trained on `(pixels - 127) /
+128` (`scaling.EDGE_NORMALIZATION`, recorded in their baselines), and timm's ports of them normalise
+with mean and std 0.5 of [0, 1] pixels, `(pixels - 127.5) / 127.5`, close to it. Feed our model
+`(pixels - 127) / 128` for these weights, not ImageNet-normalised images: the input pipeline does not
+do so yet. The official EdgeTPU checkpoints have 1,001 classes (index 0: background), timm's ports
+1,000, as our variants.
 """
 
 from __future__ import annotations
@@ -67,7 +75,8 @@ LEAVES: dict[str, tuple[tuple[str, str], ...]] = {
     "dense": (("params", "kernel"), ("params", "bias")),
 }
 
-# Within a block, in forward order: role, kind, our module path inside `block_{i}`.
+# Within a block, in forward order: role, kind, our module path inside `block_{i}`. A Fused-MBConv
+# block has the same roles but no depthwise ones; its expand_conv is kxk.
 _BLOCK_LAYERS = (
     ("expand_conv", "conv", ("expand_conv",)),
     ("expand_bn", "bn", ("expand_bn",)),
@@ -86,7 +95,8 @@ class BlockPosition:
 
     stage: int
     repeat: int
-    expands: bool  # has the 1x1 expansion; timm builds the others as DepthwiseSeparable blocks
+    expands: bool  # has an expansion; timm builds MBConv blocks without one as DepthwiseSeparable
+    fused: bool = False  # Fused-MBConv, timm's EdgeResidual
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +122,12 @@ def network_layers(variant: str) -> list[Layer]:
     block_index = 0
     for stage_index, stage in enumerate(spec.scaled_stages()):
         for repeat in range(stage.repeats):
-            position = BlockPosition(stage_index, repeat, expands=stage.expand_ratio != 1)
+            position = BlockPosition(stage_index, repeat, expands=stage.expand_ratio != 1, fused=stage.fused)
             for role, kind, sub_path in _BLOCK_LAYERS:
-                if (role.startswith("expand_") and not position.expands) or (
-                    role.startswith("se_") and not stage.se_ratio
+                if (
+                    (role.startswith("expand_") and not position.expands)
+                    or (role.startswith("se_") and not stage.se_ratio)
+                    or (role.startswith("depthwise_") and position.fused)
                 ):
                     continue
                 layers.append(Layer((f"block_{block_index}", *sub_path), kind, role, position))
@@ -171,6 +183,15 @@ _TIMM_DEPTHWISE_SEPARABLE = {
     "project_conv": "conv_pw",
     "project_bn": "bn2",
 }
+# timm's EdgeResidual (Fused-MBConv with an expansion): kxk conv_exp, then the 1x1 conv_pwl.
+_TIMM_EDGE_RESIDUAL = {
+    "expand_conv": "conv_exp",
+    "expand_bn": "bn1",
+    "se_reduce": "se.conv_reduce",
+    "se_expand": "se.conv_expand",
+    "project_conv": "conv_pwl",
+    "project_bn": "bn2",
+}
 _TIMM_LEAF = {
     "kernel": "weight",
     "scale": "weight",
@@ -200,7 +221,10 @@ _KERAS_CLASS = {  # Keras 3 `.weights.h5` names layers by class and count, not b
 def _timm_layer_name(layer: Layer) -> str:
     if layer.block is None:
         return _TIMM_TOP[layer.role]
-    names = _TIMM_INVERTED_RESIDUAL if layer.block.expands else _TIMM_DEPTHWISE_SEPARABLE
+    if layer.block.fused:
+        names = _TIMM_EDGE_RESIDUAL
+    else:
+        names = _TIMM_INVERTED_RESIDUAL if layer.block.expands else _TIMM_DEPTHWISE_SEPARABLE
     return f"blocks.{layer.block.stage}.{layer.block.repeat}.{names[layer.role]}"
 
 
@@ -393,7 +417,8 @@ def read_timm(state_dict_or_path: Union[Mapping[str, Any], PathLike]) -> dict[st
 
 
 def from_timm(state_dict_or_path: Union[Mapping[str, Any], PathLike], variant: str) -> Variables:
-    """`{"params", "batch_stats"}` for `variant` from timm's `tf_efficientnet_{b0..b7}` weights: a state
+    """`{"params", "batch_stats"}` for `variant` from timm's `tf_efficientnet_{b0..b7}`,
+    `tf_efficientnet_lite{0..4}` or `tf_efficientnet_{es,em,el}` (EdgeTPU S, M, L) weights: a state
     dict of torch tensors or numpy arrays, a `.safetensors` file, or a torch `.pth`/`.bin` file."""
     return import_tensors(read_timm(state_dict_or_path), variant, TIMM)
 
@@ -532,7 +557,8 @@ def source_of(path: PathLike) -> str:
     accepted = ", ".join(suffix for suffixes in _SOURCE_SUFFIXES.values() for suffix in suffixes)
     raise WeightImportError(
         f"{os.fspath(path)} is not a weights file this converter reads ({accepted}): timm's "
-        f"tf_efficientnet_b* (.safetensors, or .pth with torch) or Keras's EfficientNetB* (.h5, .weights.h5)."
+        f"tf_efficientnet_b*, _lite* or _es/_em/_el (.safetensors, or .pth with torch) or Keras's "
+        f"EfficientNetB* (.h5, .weights.h5)."
     )
 
 
@@ -577,7 +603,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         description="Convert timm or Keras EfficientNet weights into a checkpoint that eval.py evaluates.",
     )
     parser.add_argument("weights_file", help="timm .safetensors/.pth, or Keras .h5/.weights.h5")
-    parser.add_argument("variant", help="b0..b7 (or efficientnet-b0..)")
+    parser.add_argument("variant", help="b0..b7, lite0..lite4, edgetpu-s/m/l (or efficientnet-b0..)")
     parser.add_argument("out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0")
     parser.add_argument("--source", choices=("auto", "timm", "keras"), default="auto", help="default: from the suffix")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")

@@ -1,4 +1,5 @@
-"""What an EfficientNet *is*: the B0 stage table, the compound-scaling rules and the variant table.
+"""What an EfficientNet *is*: the stage tables of the family (B0, Lite, EdgeTPU), the
+compound-scaling rules and the variant table.
 
 Everything here is plain data and arithmetic; the Flax modules in `layers.py` and `model.py` know
 nothing of scaling. A network is fully described by a `ModelSpec` (serialisable, hashable), and
@@ -14,7 +15,8 @@ import re
 from typing import Optional, Sequence
 
 # The official block strings of EfficientNet-B0 (efficientnet_builder.py). r: repeats, k: kernel,
-# s: stride (both axes), e: expand ratio, i/o: input/output filters before width scaling, se: SE ratio.
+# s: stride (both axes), e: expand ratio, i/o: input/output filters before width scaling, se: SE ratio;
+# c1: a Fused-MBConv block (c0, the default: MBConv), noskip: no identity residual.
 EFFICIENTNET_B0_BLOCKS = (
     "r1_k3_s11_e1_i32_o16_se0.25",
     "r2_k3_s22_e6_i16_o24_se0.25",
@@ -32,7 +34,12 @@ DEPTH_DIVISOR = 8
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-    """One stage of MBConv blocks; the first block takes the stride and the new width."""
+    """One stage of blocks; the first block takes the stride and the new width.
+
+    `fused` picks Fused-MBConv (one kxk convolution in place of the 1x1 expansion and the depthwise
+    convolution: faster on accelerators in early, wide-resolution stages; EdgeTPU, EfficientNetV2)
+    over MBConv. `identity_skip=False` drops the residual even where the shapes would allow it.
+    """
 
     repeats: int
     kernel_size: int
@@ -41,18 +48,23 @@ class StageSpec:
     input_filters: int
     output_filters: int
     se_ratio: Optional[float]  # None or 0: no squeeze-and-excitation
+    fused: bool = False
+    identity_skip: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
 class VariantCoefficients:
+    """A released variant: how much it scales which baseline network (a key of `BASELINES`)."""
+
     width: float
     depth: float
     resolution: int
     dropout_rate: float
+    baseline: str = "efficientnet-b0"
 
 
-# The released coefficients (efficientnet_builder.efficientnet_params). B1-B7 are hand-rounded
-# values, not the output of `compound_coefficients`.
+# The released coefficients (efficientnet_builder.efficientnet_params, and the Lite and EdgeTPU
+# builders). B1-B7 are hand-rounded values, not the output of `compound_coefficients`.
 VARIANTS = {
     "efficientnet-b0": VariantCoefficients(1.0, 1.0, 224, 0.2),
     "efficientnet-b1": VariantCoefficients(1.0, 1.1, 240, 0.2),
@@ -64,15 +76,29 @@ VARIANTS = {
     "efficientnet-b7": VariantCoefficients(2.0, 3.1, 600, 0.5),
     "efficientnet-b8": VariantCoefficients(2.2, 3.6, 672, 0.5),
     "efficientnet-l2": VariantCoefficients(4.3, 5.3, 800, 0.5),
+    # lite/efficientnet_lite_builder.efficientnet_lite_params
+    "efficientnet-lite0": VariantCoefficients(1.0, 1.0, 224, 0.2, "efficientnet-lite0"),
+    "efficientnet-lite1": VariantCoefficients(1.0, 1.1, 240, 0.2, "efficientnet-lite0"),
+    "efficientnet-lite2": VariantCoefficients(1.1, 1.2, 260, 0.3, "efficientnet-lite0"),
+    "efficientnet-lite3": VariantCoefficients(1.2, 1.4, 280, 0.3, "efficientnet-lite0"),
+    "efficientnet-lite4": VariantCoefficients(1.4, 1.8, 300, 0.3, "efficientnet-lite0"),
+    # edgetpu/efficientnet_edgetpu_builder.efficientnet_edgetpu_params
+    "efficientnet-edgetpu-s": VariantCoefficients(1.0, 1.0, 224, 0.2, "efficientnet-edgetpu-s"),
+    "efficientnet-edgetpu-m": VariantCoefficients(1.0, 1.1, 240, 0.2, "efficientnet-edgetpu-s"),
+    "efficientnet-edgetpu-l": VariantCoefficients(1.2, 1.4, 300, 0.3, "efficientnet-edgetpu-s"),
 }
 
 _BLOCK_FIELD = re.compile(r"^([a-z]+)([\d.]+)$")
 
 
 def decode_block_string(block_string: str) -> StageSpec:
-    """Parses the official block-string form, e.g. 'r2_k3_s22_e6_i16_o24_se0.25'."""
+    """Parses the official block-string form, e.g. 'r2_k3_s22_e6_i16_o24_se0.25' or, for a
+    Fused-MBConv stage without residual, 'r1_k3_s11_e4_i24_o24_c1_noskip'."""
     fields = {}
-    for part in block_string.split("_"):
+    parts = block_string.split("_")
+    for part in parts:
+        if part == "noskip":
+            continue
         match = _BLOCK_FIELD.match(part)
         if not match:
             raise ValueError(f"Cannot parse {part!r} in block string {block_string!r}.")
@@ -83,6 +109,10 @@ def decode_block_string(block_string: str) -> StageSpec:
     stride = fields["s"]
     if len(stride) == 2 and stride[0] != stride[1]:
         raise ValueError(f"Only equal strides on both axes are supported: {block_string!r}.")
+    if fields.get("c", "0") not in ("0", "1"):
+        raise ValueError(
+            f"Block type c{fields['c']} is neither c0 (MBConv) nor c1 (Fused-MBConv): {block_string!r}."
+        )
     return StageSpec(
         repeats=int(fields["r"]),
         kernel_size=int(fields["k"]),
@@ -91,10 +121,30 @@ def decode_block_string(block_string: str) -> StageSpec:
         input_filters=int(fields["i"]),
         output_filters=int(fields["o"]),
         se_ratio=float(fields["se"]) if "se" in fields else None,
+        fused=fields.get("c") == "1",
+        identity_skip="noskip" not in parts,
     )
 
 
 EFFICIENTNET_B0_STAGES = tuple(decode_block_string(s) for s in EFFICIENTNET_B0_BLOCKS)
+
+# EfficientNet-Lite (lite/efficientnet_lite_builder.py) decodes B0's block strings and builds them
+# with `use_se=False`: squeeze-and-excitation is poorly supported by mobile accelerators.
+EFFICIENTNET_LITE_STAGES = tuple(
+    dataclasses.replace(stage, se_ratio=None) for stage in EFFICIENTNET_B0_STAGES
+)
+
+# EfficientNet-EdgeTPU-S (edgetpu/efficientnet_edgetpu_builder.py), found by architecture search
+# for the Edge TPU: Fused-MBConv in the three early stages, no SE. The first block takes the stem's
+# 32 channels, while its `i24` sets its expansion to 24 * 4 = 96 filters, as the official code does.
+EFFICIENTNET_EDGETPU_BLOCKS = (
+    "r1_k3_s11_e4_i24_o24_c1_noskip",
+    "r2_k3_s22_e8_i24_o32_c1",
+    "r4_k3_s22_e8_i32_o48_c1",
+    "r5_k5_s22_e8_i48_o96",
+    "r4_k5_s11_e8_i96_o144",
+    "r2_k5_s22_e8_i144_o192",
+)
 
 
 def round_filters(filters: int, width: float, divisor: int = DEPTH_DIVISOR) -> int:
@@ -149,6 +199,8 @@ class ModelSpec:
 
     `depthwise_implementation` picks how depthwise convolutions are computed (see
     `layers.DepthwiseConv`); it changes speed, never the parameters or the function computed.
+    `fix_head_stem` is the official Lite builder's flag: the stem and head widths and the repeats of
+    the first and last stages stay unscaled, which keeps the scaled-up models small and fast.
     """
 
     width: float = 1.0
@@ -167,6 +219,7 @@ class ModelSpec:
     depthwise_implementation: str = "auto"
     remat: bool = False  # rematerialise each block in the backward pass (memory for compute)
     name: str = "custom"
+    fix_head_stem: bool = False
 
     def __post_init__(self):
         for field in ("width", "depth", "resolution", "num_classes"):
@@ -180,45 +233,34 @@ class ModelSpec:
         object.__setattr__(self, "stages", tuple(self.stages))
 
     def scaled_stages(self) -> tuple[StageSpec, ...]:
-        """The stage table with widths and repeats scaled by this spec's width and depth."""
+        """The stage table with widths and repeats scaled by this spec's width and depth (with
+        `fix_head_stem`, the first and last stages keep their repeats)."""
+        last = len(self.stages) - 1
         return tuple(
             dataclasses.replace(
                 stage,
-                repeats=round_repeats(stage.repeats, self.depth),
+                repeats=(
+                    stage.repeats
+                    if self.fix_head_stem and index in (0, last)
+                    else round_repeats(stage.repeats, self.depth)
+                ),
                 input_filters=round_filters(stage.input_filters, self.width),
                 output_filters=round_filters(stage.output_filters, self.width),
             )
-            for stage in self.stages
+            for index, stage in enumerate(self.stages)
         )
+
+    @property
+    def scaled_stem_filters(self) -> int:
+        return self.stem_filters if self.fix_head_stem else round_filters(self.stem_filters, self.width)
+
+    @property
+    def scaled_head_filters(self) -> int:
+        return self.head_filters if self.fix_head_stem else round_filters(self.head_filters, self.width)
 
     @property
     def num_blocks(self) -> int:
         return sum(stage.repeats for stage in self.scaled_stages())
-
-
-def _canonical_variant_name(name: str) -> str:
-    name = name.lower()
-    if not name.startswith("efficientnet-"):
-        name = "efficientnet-" + name
-    return name
-
-
-def variant_spec(name: str, /, **overrides) -> ModelSpec:
-    """The spec of a released variant ('efficientnet-b3' or 'b3'), with optional field overrides."""
-    canonical = _canonical_variant_name(name)
-    if canonical not in VARIANTS:
-        valid = ", ".join(sorted(VARIANTS))
-        raise ValueError(f"Unknown EfficientNet variant {name!r}. Valid names: {valid} (or b0..b7, b8, l2).")
-    coefficients = VARIANTS[canonical]
-    fields = dict(
-        width=coefficients.width,
-        depth=coefficients.depth,
-        resolution=coefficients.resolution,
-        dropout_rate=coefficients.dropout_rate,
-        name=canonical,
-    )
-    fields.update(overrides)
-    return ModelSpec(**fields)
 
 
 def stages_from_block_strings(block_strings: Sequence[str]) -> tuple[StageSpec, ...]:
@@ -226,14 +268,35 @@ def stages_from_block_strings(block_strings: Sequence[str]) -> tuple[StageSpec, 
 
 
 @dataclasses.dataclass(frozen=True)
+class InputNormalization:
+    """`(pixels - mean) / std` per RGB channel, pixels in [0, 255]: what a family's released
+    weights were trained on."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET_NORMALIZATION = InputNormalization(
+    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255)
+)
+# The Lite and EdgeTPU builders' MEAN_RGB and STDDEV_RGB: inputs in about [-1, 1] suit
+# post-training quantisation.
+EDGE_NORMALIZATION = InputNormalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+
+
+@dataclasses.dataclass(frozen=True)
 class Baseline:
     """An unscaled network: what compound scaling starts from. Its widths are scaled by
-    `round_filters`, its repeats by `round_repeats`, like B0's."""
+    `round_filters`, its repeats by `round_repeats`, like B0's, except what `fix_head_stem` keeps
+    (see `ModelSpec`). `normalization` records the inputs its released weights expect; the input
+    pipeline does not read it yet (it normalises with ImageNet's statistics for every variant)."""
 
     stages: tuple[StageSpec, ...]
     stem_filters: int
     head_filters: int
     activation: str
+    fix_head_stem: bool = False
+    normalization: InputNormalization = IMAGENET_NORMALIZATION
 
 
 # MobileNetV2 (Sandler et al. 2018, Table 2: stages t, c, n, s) in the same blocks: expand t, no SE,
@@ -249,9 +312,26 @@ MOBILENET_V2_BLOCKS = (
     "r1_k3_s11_e6_i160_o320",
 )
 
-# The baselines a config can name (`config.model.baseline`); add a line here for a new one.
+# The baselines a config can name (`config.model.baseline`) and a variant scales
+# (`VariantCoefficients.baseline`); add a line here for a new one. Lite and EdgeTPU keep B0's
+# batch-norm momentum and epsilon (0.99, 1e-3).
 BASELINES = {
     "efficientnet-b0": Baseline(EFFICIENTNET_B0_STAGES, STEM_FILTERS, HEAD_FILTERS, "swish"),
+    "efficientnet-lite0": Baseline(
+        EFFICIENTNET_LITE_STAGES,
+        STEM_FILTERS,
+        HEAD_FILTERS,
+        "relu6",
+        fix_head_stem=True,
+        normalization=EDGE_NORMALIZATION,
+    ),
+    "efficientnet-edgetpu-s": Baseline(
+        stages_from_block_strings(EFFICIENTNET_EDGETPU_BLOCKS),
+        STEM_FILTERS,
+        HEAD_FILTERS,
+        "relu",
+        normalization=EDGE_NORMALIZATION,
+    ),
     "mobilenetv2": Baseline(stages_from_block_strings(MOBILENET_V2_BLOCKS), 32, 1280, "relu6"),
 }
 
@@ -260,3 +340,49 @@ def get_baseline(name: str) -> Baseline:
     if name not in BASELINES:
         raise ValueError(f"Unknown baseline {name!r}. Valid baselines: {', '.join(sorted(BASELINES))}.")
     return BASELINES[name]
+
+
+def baseline_fields(baseline: Baseline) -> dict:
+    """The `ModelSpec` fields a baseline sets."""
+    return dict(
+        stages=baseline.stages,
+        stem_filters=baseline.stem_filters,
+        head_filters=baseline.head_filters,
+        activation=baseline.activation,
+        fix_head_stem=baseline.fix_head_stem,
+    )
+
+
+def _canonical_variant_name(name: str) -> str:
+    name = name.lower()
+    if not name.startswith("efficientnet-"):
+        name = "efficientnet-" + name
+    return name
+
+
+def variant_coefficients(name: str) -> VariantCoefficients:
+    """The coefficients of a released variant ('efficientnet-b3' or 'b3', 'lite0', 'edgetpu-s')."""
+    canonical = _canonical_variant_name(name)
+    if canonical not in VARIANTS:
+        valid = ", ".join(sorted(VARIANTS))
+        raise ValueError(
+            f"Unknown EfficientNet variant {name!r}. Valid names: {valid} "
+            f"(or b0..b7, b8, l2, lite0..lite4, edgetpu-s, edgetpu-m, edgetpu-l)."
+        )
+    return VARIANTS[canonical]
+
+
+def variant_spec(name: str, /, **overrides) -> ModelSpec:
+    """The spec of a released variant (its baseline scaled by its coefficients), with optional field
+    overrides."""
+    coefficients = variant_coefficients(name)
+    fields = dict(
+        baseline_fields(get_baseline(coefficients.baseline)),
+        width=coefficients.width,
+        depth=coefficients.depth,
+        resolution=coefficients.resolution,
+        dropout_rate=coefficients.dropout_rate,
+        name=_canonical_variant_name(name),
+    )
+    fields.update(overrides)
+    return ModelSpec(**fields)

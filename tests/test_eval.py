@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, evaluation, pretrained, trainer
+from efficientnet_jax import checkpointing, evaluation, finetuning, pretrained, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.checkpoint_damage import DAMAGES, damage_array_files
@@ -113,6 +113,20 @@ def test_checkpoint_argument_forms(workdir, tmp_path):
         checkpointing.locate_checkpoint(str(tmp_path / "2" / "state"))
     with pytest.raises(CheckpointError, match="does not exist"):
         checkpointing.locate_checkpoint(str(tmp_path / "missing"))
+
+
+def test_a_spec_saved_before_fused_blocks_and_fix_head_stem_existed_reads_as_the_mbconv_network():
+    """Checkpoints written before StageSpec.fused / identity_skip and ModelSpec.fix_head_stem lack them:
+    they are of MBConv stages with residuals and a scaled stem and head, so they still fit their model,
+    for resuming, evaluation and fine-tuning alike, and a Lite model is still told apart."""
+    saved = checkpointing.spec_to_json(model_spec("b0"))
+    del saved["fix_head_stem"]
+    for stage in saved["stages"]:
+        del stage["fused"], stage["identity_skip"]
+    checkpointing.check_same_model(saved, model_spec("b0"), "old")
+    finetuning.check_same_backbone(saved, model_spec("b0", num_classes=10), "old")
+    with pytest.raises(CheckpointError, match=r"differing: stages, fix_head_stem\)"):
+        checkpointing.check_same_model(saved, model_spec("lite0"), "old")
 
 
 def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, workdir):

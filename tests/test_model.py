@@ -1,6 +1,8 @@
 """The model family against the reference: parameter counts, FLOPs, shapes, padding, initialisers,
-stochastic depth, RNG streams, cross-replica batch norm, and clear errors for bad input."""
+stochastic depth, RNG streams, cross-replica batch norm, the Fused-MBConv block, the Lite and EdgeTPU
+families, and clear errors for bad input."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -10,8 +12,10 @@ import numpy as np
 import pytest
 
 import efficientnet_jax as ej
-from efficientnet_jax import accounting, layers, scaling
+from configs import imagenet
+from efficientnet_jax import accounting, configuration, layers, scaling
 
+# Trainable parameters of the official models as ported by timm (1,000 classes).
 REFERENCE_TRAINABLE_PARAMS = {
     "b0": 5_288_548,
     "b1": 7_794_184,
@@ -21,11 +25,25 @@ REFERENCE_TRAINABLE_PARAMS = {
     "b5": 30_389_784,
     "b6": 43_040_704,
     "b7": 66_347_960,
+    "b8": 87_413_142,
+    "l2": 480_309_308,
+    "lite0": 4_652_008,
+    "lite1": 5_416_680,
+    "lite2": 6_092_072,
+    "lite3": 8_197_096,
+    "lite4": 13_006_568,
+    "edgetpu-s": 5_438_392,
+    "edgetpu-m": 6_899_496,
+    "edgetpu-l": 10_589_712,
 }
 PAPER_MULTIPLY_ADDS = {"b0": 0.39e9, "b1": 0.70e9, "b2": 1.0e9, "b3": 1.8e9, "b4": 4.2e9, "b5": 9.9e9}
 
 # A width/depth-reduced network for tests that run the model.
 TINY = ej.ModelSpec(width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny")
+# The same with EdgeTPU's stage table: Fused-MBConv stages, then MBConv ones.
+TINY_EDGETPU = scaling.variant_spec(
+    "edgetpu-s", width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny"
+)
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_TRAINABLE_PARAMS))
@@ -61,14 +79,14 @@ def test_multiply_add_count_of_a_single_conv_is_analytic():
 
 
 def _block_outputs(spec, resolution):
-    """Shapes of every MBConv output, in order, via eval_shape (no memory)."""
+    """Shapes of every block's output (MBConv or Fused-MBConv), in order, via eval_shape (no memory)."""
     model = ej.EfficientNet(spec)
     images = jax.ShapeDtypeStruct((2, resolution, resolution, 3), jnp.float32)
 
     def run(x):
         variables = model.init(jax.random.key(0), x)
         _, state = model.apply(
-            variables, x, capture_intermediates=lambda module, _: isinstance(module, layers.MBConv)
+            variables, x, capture_intermediates=lambda module, _: isinstance(module, layers.Block)
         )
         return state["intermediates"]
 
@@ -82,6 +100,10 @@ def _block_outputs(spec, resolution):
     [
         ("b0", [16, 24, 40, 80, 112, 192, 320], [1, 2, 2, 3, 3, 4, 1], [112, 56, 28, 14, 14, 7, 7]),
         ("b4", [24, 32, 56, 112, 160, 272, 448], [2, 4, 4, 6, 6, 8, 2], [190, 95, 48, 24, 24, 12, 12]),
+        # fix_head_stem: the first and last stages keep their single block at depth 1.8.
+        ("lite4", [24, 32, 56, 112, 160, 272, 448], [1, 4, 4, 6, 6, 8, 1], [150, 75, 38, 19, 19, 10, 10]),
+        ("edgetpu-s", [24, 32, 48, 96, 144, 192], [1, 2, 4, 5, 4, 2], [112, 56, 28, 14, 14, 7]),
+        ("edgetpu-l", [32, 40, 56, 112, 176, 232], [2, 3, 6, 7, 6, 3], [150, 75, 38, 19, 19, 10]),
     ],
 )
 def test_per_stage_output_shapes(variant, stage_widths, stage_repeats, stage_sizes):
@@ -306,12 +328,13 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     np.testing.assert_allclose(logits16, jax.jit(model32.apply)(variables, images), atol=0.1)
 
 
-def test_remat_computes_the_same_gradients():
+@pytest.mark.parametrize("spec", [TINY, TINY_EDGETPU], ids=["mbconv", "fused"])
+def test_remat_computes_the_same_gradients(spec):
     images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
-    variables = jax.jit(ej.create_model(TINY).init)(jax.random.key(1), images)
+    variables = jax.jit(ej.create_model(spec).init)(jax.random.key(1), images)
 
     def loss(params, remat):
-        model = ej.create_model(TINY, remat=remat, drop_connect_rate=0.0, dropout_rate=0.0)
+        model = ej.create_model(spec, remat=remat, drop_connect_rate=0.0, dropout_rate=0.0)
         logits, _ = model.apply(
             {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True,
             mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)},
@@ -379,3 +402,170 @@ def test_wrong_image_rank_or_channels_is_an_error(shape):
 def test_names_are_accepted_in_both_forms():
     assert ej.create_model("b3").spec == ej.create_model("efficientnet-b3").spec
     assert ej.create_model("B3", num_classes=10).spec.num_classes == 10
+    assert ej.create_model("lite2").spec == ej.create_model("efficientnet-lite2").spec
+    assert ej.create_model("EdgeTPU-M").spec == ej.create_model("efficientnet-edgetpu-m").spec
+    assert ej.create_model("edgetpu-m").spec.name == "efficientnet-edgetpu-m"
+
+
+# --- Lite and EdgeTPU ------------------------------------------------------------------------------
+
+
+def _init_shapes(variant):
+    model = ej.create_model(variant)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+
+
+@pytest.mark.parametrize(
+    "variant,stem,head", [("lite4", 32, 1280), ("b4", 48, 1792), ("edgetpu-l", 40, 1536)]
+)
+def test_lite_keeps_stem_and_head_unscaled_where_b_and_edgetpu_scale_them(variant, stem, head):
+    params = _init_shapes(variant)["params"]
+    assert params["stem_conv"]["kernel"].shape == (3, 3, 3, stem)
+    assert params["head_conv"]["kernel"].shape[-1] == head
+
+
+def test_lite_and_edgetpu_blocks():
+    lite, edgetpu = scaling.variant_spec("lite2"), scaling.variant_spec("edgetpu-m")
+    assert (lite.activation, edgetpu.activation) == ("relu6", "relu")
+    assert lite.stages == tuple(dataclasses.replace(stage, se_ratio=None) for stage in ej.EFFICIENTNET_B0_STAGES)
+    assert not any(stage.se_ratio for stage in edgetpu.stages)
+    assert [stage.fused for stage in edgetpu.stages] == [True, True, True, False, False, False]
+    assert [stage.identity_skip for stage in edgetpu.stages] == [False, True, True, True, True, True]
+    assert (edgetpu.batch_norm_momentum, edgetpu.batch_norm_epsilon) == (0.99, 1e-3)
+
+
+def test_edgetpu_blocks_fused_then_mbconv_the_first_expanding_the_stems_32_channels_to_24_times_4():
+    params = _init_shapes("edgetpu-s")["params"]["block_0"]
+    assert {name: leaves["kernel"].shape for name, leaves in params.items() if name.endswith("_conv")} == {
+        "expand_conv": (3, 3, 32, 96),
+        "project_conv": (1, 1, 96, 24),
+    }
+    blocks = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, layers.Block) and context.method_name == "__call__":
+            blocks.append(context.module)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        _init_shapes("edgetpu-s")
+    assert [type(m).__name__ for m in blocks] == ["FusedMBConv"] * 7 + ["MBConv"] * 11
+    np.testing.assert_allclose([m.drop_path_rate for m in blocks], [0.2 * i / 18 for i in range(18)])
+    assert not blocks[0].identity_skip and all(m.identity_skip for m in blocks[1:])
+
+
+def _randomised(variables, seed):
+    """Batch-norm statistics, scales and biases far from their initial values, so that the
+    reference comparison below sees each of them; kernels as initialised."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+
+    def draw(key, path, leaf):
+        name = path[-1].key
+        if name in ("var", "scale"):
+            return jax.random.uniform(key, leaf.shape, minval=0.5, maxval=1.5)
+        if name in ("mean", "bias"):
+            return 0.3 * jax.random.normal(key, leaf.shape)
+        return leaf
+
+    return jax.tree_util.tree_unflatten(treedef, [draw(key, *leaf) for key, leaf in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize(
+    "expand_ratio,stride,output_filters,identity_skip,se_ratio",
+    [
+        (4, 2, 8, True, None),  # stride 2: no residual
+        (4, 1, 6, True, None),  # residual
+        (4, 1, 6, False, None),  # 'noskip'
+        (4, 1, 6, True, 0.25),  # with squeeze-and-excitation
+        (1, 1, 6, True, None),  # no expansion: one kxk convolution with its activation, residual
+        (1, 2, 8, True, None),
+    ],
+)
+def test_fused_mbconv_computes_the_reference(expand_ratio, stride, output_filters, identity_skip, se_ratio):
+    """Against a direct computation: [kxk conv with the stride (TF SAME), BN, act] -> [SE] -> 1x1
+    project, BN (kxk project, BN, act without expansion) -> + input where the shapes allow and
+    `identity_skip`. Odd sizes exercise the asymmetric padding."""
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 6))
+    block = layers.FusedMBConv(
+        input_filters=6,
+        output_filters=output_filters,
+        kernel_size=3,
+        stride=stride,
+        expand_ratio=expand_ratio,
+        se_ratio=se_ratio,
+        drop_path_rate=0.5,
+        identity_skip=identity_skip,
+        activation="relu6",
+    )
+    variables = _randomised(block.init(jax.random.key(1), x, False), seed=2)
+    params, stats = variables["params"], variables["batch_stats"]
+
+    def bn(name, h):
+        normalised = (h - stats[name]["mean"]) / jnp.sqrt(stats[name]["var"] + 1e-3)
+        return normalised * params[name]["scale"] + params[name]["bias"]
+
+    h = x
+    if expand_ratio != 1:
+        assert params["expand_conv"]["kernel"].shape == (3, 3, 6, 6 * expand_ratio)
+        h = jax.nn.relu6(bn("expand_bn", _tf_same_reference_conv(x, params["expand_conv"]["kernel"], stride)))
+    if se_ratio:
+        se = params["se"]
+        assert se["reduce"]["kernel"].shape == (1, 1, 6 * expand_ratio, 1)  # max(1, int(6 * 0.25)) filters
+        gate = jnp.mean(h, axis=(1, 2), keepdims=True) @ se["reduce"]["kernel"][0, 0] + se["reduce"]["bias"]
+        gate = jax.nn.relu6(gate) @ se["expand"]["kernel"][0, 0] + se["expand"]["bias"]
+        h = h * jax.nn.sigmoid(gate)
+    if expand_ratio != 1:
+        expected = bn("project_bn", h @ params["project_conv"]["kernel"][0, 0])
+    else:
+        assert set(params) == {"project_conv", "project_bn"}
+        projected = _tf_same_reference_conv(h, params["project_conv"]["kernel"], stride)
+        expected = jax.nn.relu6(bn("project_bn", projected))
+    if identity_skip and stride == 1 and output_filters == 6:
+        expected = expected + x
+    np.testing.assert_allclose(block.apply(variables, x, False), expected, rtol=1e-5, atol=1e-5)
+
+
+
+def test_block_strings_decode_fused_and_noskip():
+    assert scaling.decode_block_string("r1_k3_s11_e4_i24_o24_c1_noskip") == ej.StageSpec(
+        1, 3, 1, 4, 24, 24, None, fused=True, identity_skip=False
+    )
+    assert scaling.decode_block_string("r2_k3_s22_e6_i16_o24_c0_se0.25") == ej.EFFICIENTNET_B0_STAGES[1]
+    with pytest.raises(ValueError, match="c2"):
+        scaling.decode_block_string("r1_k3_s11_e4_i24_o24_c2")
+
+
+@pytest.mark.parametrize(
+    "variant,mean,std",
+    [
+        ("lite3", (127.0,) * 3, (128.0,) * 3),
+        ("edgetpu-l", (127.0,) * 3, (128.0,) * 3),
+        ("b3", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    ],
+)
+def test_each_family_records_the_input_normalization_of_its_weights(variant, mean, std):
+    baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
+    np.testing.assert_allclose(baseline.normalization.mean, mean)
+    np.testing.assert_allclose(baseline.normalization.std, std)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite3", "edgetpu-l"])
+def test_imagenet_config_of_a_lite_or_edgetpu_variant_builds_that_variant(variant):
+    config = imagenet.get_config(variant)
+    spec = configuration.model_spec_from_config(config, 1000)
+    released = scaling.variant_spec(variant)
+    assert (config.image_size, spec.width, spec.depth) == (released.resolution, released.width, released.depth)
+    for field in ("name", "stages", "stem_filters", "head_filters", "activation", "fix_head_stem"):
+        assert getattr(spec, field) == getattr(released, field), field
+    assert accounting.count_parameters(spec)["trainable"] == REFERENCE_TRAINABLE_PARAMS[variant]
+
+
+def test_a_config_can_scale_another_baseline_by_a_lite_variant():
+    config = imagenet.get_config("lite2")
+    config.model.baseline = "efficientnet-b0"
+    spec = configuration.model_spec_from_config(config, 10)
+    assert (spec.name, spec.stages, spec.activation, spec.fix_head_stem) == (
+        "efficientnet-b0", ej.EFFICIENTNET_B0_STAGES, "swish", False
+    )
+    assert (spec.width, spec.depth) == (1.1, 1.2)

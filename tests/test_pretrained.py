@@ -1,5 +1,6 @@
 """Weight import against the frameworks that produced the weights: Keras applications (in CI; B2 under
-`slow`) and timm (under `peer_timm`, where torch and timm import).
+`slow`) and timm (under `peer_timm`, where torch and timm import: B0, Lite0 and EdgeTPU-S on logits,
+the other variants on names and shapes).
 
 Each peer gets random weights whose BatchNorm statistics are calibrated: gamma, beta and biases are
 drawn first, then one training-mode pass with momentum 0 sets every moving mean and variance to the
@@ -10,11 +11,14 @@ comparison runs on the calibration images, where eval mode reproduces the calibr
 
 Keras runs on raw [0, 255] pixels through its own front-end, set to the ImageNet mean and the std
 *squared* (a `weights=None` model lacks the compensating layer of the released ones); our model runs
-on the same pixels normalised as our input pipeline does.
+on the same pixels normalised as our input pipeline does. timm's models and ours both run on the
+pixels normalised as the variant's family expects (`scaling.BASELINES`: ImageNet's statistics for B0,
+`(x - 127) / 128` for Lite and EdgeTPU).
 """
 
 import functools
 import os
+import re
 
 import h5py
 import jax
@@ -22,15 +26,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from efficientnet_jax import create_model, pretrained
+from efficientnet_jax import create_model, pretrained, scaling
 from efficientnet_jax.pretrained import IMAGENET_MEAN, IMAGENET_STD, WeightImportError
 
 TOLERANCE = 1e-4
+# timm's names of the EdgeTPU ports; the other variants are tf_efficientnet_<short name>.
+TIMM_EDGETPU_NAMES = {
+    "edgetpu-s": "tf_efficientnet_es",
+    "edgetpu-m": "tf_efficientnet_em",
+    "edgetpu-l": "tf_efficientnet_el",
+}
 
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    """Our model's input: ImageNet mean/std normalisation of [0, 255] RGB pixels."""
-    return ((pixels - 255 * np.asarray(IMAGENET_MEAN)) / (255 * np.asarray(IMAGENET_STD))).astype(np.float32)
+def timm_name(variant: str) -> str:
+    return TIMM_EDGETPU_NAMES.get(variant, f"tf_efficientnet_{variant}")
+
+
+def normalise(pixels: np.ndarray, variant: str = "b0") -> np.ndarray:
+    """Our model's input: [0, 255] RGB pixels normalised as the variant's weights expect (ImageNet
+    mean/std for B0-B7, as our input pipeline does)."""
+    normalization = scaling.get_baseline(scaling.variant_coefficients(variant).baseline).normalization
+    return ((pixels - np.asarray(normalization.mean)) / np.asarray(normalization.std)).astype(np.float32)
 
 
 def random_pixels(seed: int, count: int, size: int) -> np.ndarray:
@@ -45,7 +61,7 @@ def inference(variant: str):
 
 
 def our_logits(variables, variant: str, pixels: np.ndarray) -> np.ndarray:
-    return np.asarray(inference(variant)(variables, normalise(pixels)))
+    return np.asarray(inference(variant)(variables, normalise(pixels, variant)))
 
 
 def max_difference(a, b) -> float:
@@ -219,12 +235,13 @@ def test_keras_b2_logits_match_at_reduced_resolution(tmp_path):
 # --- timm -----------------------------------------------------------------------------------------
 
 
-def calibrated_timm_model(name: str, pixels: np.ndarray):
-    """timm's model with random weights and calibrated statistics (momentum 1: running = batch)."""
+def calibrated_timm_model(variant: str, pixels: np.ndarray):
+    """timm's model of `variant` with random weights and calibrated statistics (momentum 1: running =
+    batch), on the pixels normalised as the variant expects."""
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(timm_name(variant), pretrained=False)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -234,8 +251,14 @@ def calibrated_timm_model(name: str, pixels: np.ndarray):
             elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
                 module.bias.normal_(0, 0.2)
         model.train()
-        model(torch.from_numpy(normalise(pixels).transpose(0, 3, 1, 2)))
+        model(torch_images(pixels, variant))
     return model.eval()
+
+
+def torch_images(pixels: np.ndarray, variant: str):
+    """The pixels normalised for `variant`, NCHW, as a torch tensor."""
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(normalise(pixels, variant).transpose(0, 3, 1, 2))
 
 
 @pytest.mark.peer_timm
@@ -243,9 +266,9 @@ def test_timm_b0_logits_match(tmp_path):
     torch = pytest.importorskip("torch")
     safetensors_torch = pytest.importorskip("safetensors.torch")
     pixels = random_pixels(0, 8, 224)
-    model = calibrated_timm_model("tf_efficientnet_b0", pixels)
+    model = calibrated_timm_model("b0", pixels)
     with torch.no_grad():
-        timm_logits = model(torch.from_numpy(normalise(pixels[:2]).transpose(0, 3, 1, 2))).numpy()
+        timm_logits = model(torch_images(pixels[:2], "b0")).numpy()
     state_dict = model.state_dict()
     safetensors_path, torch_path = tmp_path / "b0.safetensors", tmp_path / "b0.pth"
     safetensors_torch.save_file(state_dict, safetensors_path)
@@ -265,13 +288,61 @@ def test_timm_b0_logits_match(tmp_path):
 
 
 @pytest.mark.peer_timm
-@pytest.mark.parametrize("variant", ["b1", "b2", "b3", "b4", "b5", "b6", "b7"])
+@pytest.mark.parametrize(
+    "variant,other_variant,first_missing",
+    [
+        ("lite0", "lite1", "blocks.1.2.conv_pw.weight"),
+        ("edgetpu-s", "edgetpu-m", "blocks.0.1.conv_exp.weight"),
+    ],
+)
+def test_timm_lite_and_edgetpu_logits_match(variant, other_variant, first_missing):
+    """At 100 pixels, small and with odd feature maps (25, 13, 7) where stride-2 blocks, fused ones
+    included, pad asymmetrically. Every tensor of timm's state dict is used and every parameter filled
+    (`from_timm` raises otherwise); the next variant's import names what is missing."""
+    torch = pytest.importorskip("torch")
+    pixels = random_pixels(0, 8, 100)
+    model = calibrated_timm_model(variant, pixels)
+    with torch.no_grad():
+        timm_logits = model(torch_images(pixels[:2], variant)).numpy()
+    variables = pretrained.from_timm(model.state_dict(), variant)
+    assert max_difference(our_logits(variables, variant, pixels[:2]), timm_logits) < TOLERANCE
+    assert max_difference(timm_logits[0], timm_logits[1]) > 100 * TOLERANCE
+    missing = rf"missing source tensors:\s+{re.escape(first_missing)}"
+    expected = rf"{missing}(.|\n)*look like efficientnet-{variant}\."
+    with pytest.raises(WeightImportError, match=expected):
+        pretrained.from_timm(model.state_dict(), other_variant)
+
+
+@pytest.mark.peer_timm
+@pytest.mark.parametrize(
+    "variant",
+    ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite1", "lite2", "lite3", "lite4", "edgetpu-m", "edgetpu-l"],
+)
 def test_timm_state_dicts_fit_every_variant(variant):
     """Names and shapes only (no forward pass): stage depths and widths of the larger variants."""
     pytest.importorskip("torch")
     timm = pytest.importorskip("timm")
-    state_dict = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).state_dict()
+    state_dict = timm.create_model(timm_name(variant), pretrained=False).state_dict()
     assert set(pretrained.from_timm(state_dict, variant)) == {"params", "batch_stats"}
+
+
+def test_timm_names_fused_blocks_as_edge_residuals():
+    """EdgeTPU's Fused-MBConv blocks are timm's EdgeResidual (conv_exp, bn1, conv_pwl, bn2); its
+    MBConv blocks InvertedResidual, as B0's."""
+    expected = pretrained.timm_keys(pretrained.network_layers("edgetpu-s"))
+    first_block = {
+        key.removeprefix("blocks.0.0."): "/".join(layer.path[1:])
+        for key, (layer, _, _) in expected.items()
+        if key.startswith("blocks.0.0.")
+    }
+    bn_leaves = ("weight", "bias", "running_mean", "running_var")
+    assert first_block == {
+        "conv_exp.weight": "expand_conv",
+        **{f"bn1.{leaf}": "expand_bn" for leaf in bn_leaves},
+        "conv_pwl.weight": "project_conv",
+        **{f"bn2.{leaf}": "project_bn" for leaf in bn_leaves},
+    }
+    assert expected["blocks.3.0.conv_dw.weight"][0].path == ("block_7", "depthwise_conv")
 
 
 @pytest.mark.slow
