@@ -282,6 +282,9 @@ IMAGENET_NORMALIZATION = InputNormalization(
 # The Lite and EdgeTPU builders' MEAN_RGB and STDDEV_RGB: inputs in about [-1, 1] suit
 # post-training quantisation.
 EDGE_NORMALIZATION = InputNormalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+# Pixels to [-1, 1]: what the AdvProp weights (timm `.ap_in1k`, efficientnet_pytorch `advprop=True`)
+# and the official EfficientNetV2-S/M/L/XL were trained on.
+SIGNED_UNIT_NORMALIZATION = InputNormalization(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 
 
 @dataclasses.dataclass(frozen=True)
