@@ -235,13 +235,10 @@ def test_keras_b2_logits_match_at_reduced_resolution(tmp_path):
 # --- timm -----------------------------------------------------------------------------------------
 
 
-def calibrated_timm_model(variant: str, pixels: np.ndarray):
-    """timm's model of `variant` with random weights and calibrated statistics (momentum 1: running =
-    batch), on the pixels normalised as the variant expects."""
+def calibrate_torch_model(model, images):
+    """Random batch-norm gammas and betas and conv/linear biases, then one training-mode pass over
+    `images` with momentum 1 (running = batch statistics); the model in eval mode."""
     torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(timm_name(variant), pretrained=False)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -251,8 +248,18 @@ def calibrated_timm_model(variant: str, pixels: np.ndarray):
             elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
                 module.bias.normal_(0, 0.2)
         model.train()
-        model(torch_images(pixels, variant))
+        model(images)
     return model.eval()
+
+
+def calibrated_timm_model(variant: str, pixels: np.ndarray):
+    """timm's model of `variant` with random weights and calibrated statistics, on the pixels
+    normalised as the variant expects."""
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(timm_name(variant), pretrained=False)
+    return calibrate_torch_model(model, torch_images(pixels, variant))
 
 
 def torch_images(pixels: np.ndarray, variant: str):
