@@ -323,7 +323,7 @@ def test_timm_lite_and_edgetpu_logits_match(variant, other_variant, first_missin
 @pytest.mark.peer_timm
 @pytest.mark.parametrize(
     "variant",
-    ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite1", "lite2", "lite3", "lite4", "edgetpu-m", "edgetpu-l"],
+    ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "lite1", "lite2", "lite3", "lite4", "edgetpu-m", "edgetpu-l"],
 )
 def test_timm_state_dicts_fit_every_variant(variant):
     """Names and shapes only (no forward pass): stage depths and widths of the larger variants."""
@@ -331,6 +331,16 @@ def test_timm_state_dicts_fit_every_variant(variant):
     timm = pytest.importorskip("timm")
     state_dict = timm.create_model(timm_name(variant), pretrained=False).state_dict()
     assert set(pretrained.from_timm(state_dict, variant)) == {"params", "batch_stats"}
+
+
+@pytest.mark.peer_timm
+@pytest.mark.slow
+def test_timm_l2_state_dict_fits():
+    """L2 as B8 above, apart: 480 million parameters take about 2 GB in each of torch, numpy and JAX."""
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    state_dict = timm.create_model("tf_efficientnet_l2", pretrained=False).state_dict()
+    assert set(pretrained.from_timm(state_dict, "l2")) == {"params", "batch_stats"}
 
 
 def test_timm_names_fused_blocks_as_edge_residuals():
