@@ -424,7 +424,7 @@ _FAMILIES = {
 def family(variant: str) -> str:
     """'EfficientNet-Lite' for 'lite2': what a wrong-variant message names when sizes are not the
     only difference (a Lite state dict has no squeeze-and-excitation tensors at all)."""
-    baseline = scaling.variant_coefficients(variant).baseline
+    baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
     return _FAMILIES.get(baseline, baseline)
 
 
@@ -690,6 +690,7 @@ HUB_FILE = "model.safetensors"  # where timm's hub repositories keep their weigh
 _TORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _KERAS_SUFFIXES = (".h5",)
 SOURCES = ("timm", "efficientnet_pytorch", "keras")
+_ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
 # The normalisations by the names the converter's --normalization (and the configs) give them.
 NORMALIZATIONS = {
     "imagenet": scaling.IMAGENET_NORMALIZATION,
@@ -710,13 +711,14 @@ class ImportedWeights:
 
 def is_advprop(weights: PathLike) -> bool:
     """Whether weights are AdvProp's, by their published names: timm's hub tags `ap_in1k`
-    (`hf-hub:timm/tf_efficientnet_b0.ap_in1k`) and efficientnet_pytorch's files
-    (`adv-efficientnet-b0-b64d5a18.pth`). A renamed file needs `advprop=True` (`--advprop`)."""
+    (`hf-hub:timm/tf_efficientnet_b0.ap_in1k`) and release files (`tf_efficientnet_b0_ap-f262efe1.pth`),
+    and efficientnet_pytorch's files (`adv-efficientnet-b0-b64d5a18.pth`). A renamed file needs
+    `advprop=True` (`--advprop`)."""
     name = os.fspath(weights)
     if name.startswith(HUB_PREFIX):
         tag = name.rsplit("/", 1)[-1].partition(".")[2]
         return tag.split("_")[0] == "ap"
-    return os.path.basename(name).startswith("adv-efficientnet")
+    return _ADVPROP_FILE.match(os.path.basename(name)) is not None
 
 
 def weights_normalization(variant: str, advprop: bool = False) -> scaling.InputNormalization:
@@ -725,7 +727,8 @@ def weights_normalization(variant: str, advprop: bool = False) -> scaling.InputN
     or [-1, 1] for AdvProp weights, whichever package ported them."""
     if advprop:
         return scaling.SIGNED_UNIT_NORMALIZATION
-    return scaling.get_baseline(scaling.variant_coefficients(variant).baseline).normalization
+    baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
+    return scaling.get_baseline(baseline).normalization
 
 
 def normalization_name(normalization: scaling.InputNormalization) -> str:
@@ -863,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--advprop",
         action="store_true",
         help="AdvProp weights (inputs in [-1, 1]) under a name that does not say so "
-        "(recognised: hub tags ap_in1k, files adv-efficientnet-*)",
+        "(recognised: hub tags ap_in1k, files adv-efficientnet-* and tf_efficientnet_*_ap-*)",
     )
     parser.add_argument(
         "--normalization",
