@@ -53,7 +53,7 @@ def random_pixels(seed: int, count: int, size: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def inference(variant: str):
     """Jitted once per variant: tests that run a model twice compile it once."""
     model = create_model(variant)
@@ -323,7 +323,7 @@ def test_timm_lite_and_edgetpu_logits_match(variant, other_variant, first_missin
 @pytest.mark.peer_timm
 @pytest.mark.parametrize(
     "variant",
-    ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "lite1", "lite2", "lite3", "lite4", "edgetpu-m", "edgetpu-l"],
+    "b1 b2 b3 b4 b5 b6 b7 b8 lite1 lite2 lite3 lite4 edgetpu-m edgetpu-l".split(),
 )
 def test_timm_state_dicts_fit_every_variant(variant):
     """Names and shapes only (no forward pass): stage depths and widths of the larger variants."""
