@@ -1,25 +1,35 @@
 """Import ImageNet weights released for other frameworks into our `{"params", "batch_stats"}`.
 
-Two sources, both ports of the official TensorFlow checkpoints:
+Three naming schemes, all of ports of the official TensorFlow checkpoints:
 
-* timm's `tf_efficientnet_b0` .. `b7`, `tf_efficientnet_lite0` .. `lite4` and `tf_efficientnet_es` /
-  `em` / `el` (EdgeTPU S, M, L) (`from_timm`): a PyTorch state dict, a `.safetensors` file, or, when
-  torch is installed, a `.pth` / `.bin` file.
+* timm's `tf_efficientnet_b0` .. `b8`, `l2`, `tf_efficientnet_lite0` .. `lite4` and
+  `tf_efficientnet_es` / `em` / `el` (EdgeTPU S, M, L) (`from_timm`): a PyTorch state dict, a
+  `.safetensors` file, or, when torch is installed, a `.pth` / `.bin` file; also straight from the
+  Hugging Face hub (`hf-hub:timm/tf_efficientnet_b0.ns_jft_in1k`, through `huggingface_hub`'s cache).
+* the `efficientnet_pytorch` package's B0 .. B8 (standard and AdvProp) and the
+  `efficientnet-lite-pytorch` package's Lite0 .. Lite4 (`from_efficientnet_pytorch`): the same kinds
+  of files, named `_conv_stem`, `_blocks.N._depthwise_conv`, `_bn0`, `_fc`, ...
 * Keras applications' `EfficientNetB0` .. `B7` (`from_keras`): a legacy `.h5` file (the released
   weights, or `model.save("x.h5")`), a Keras 3 `.weights.h5` file, or an in-memory `keras.Model`.
 
+`import_weights` reads any of them from a file or the hub, recognising the naming from the file
+(`source="auto"`), and says which input normalisation the weights expect; `python -m
+efficientnet_jax.pretrained` writes its result as a checkpoint.
+
 Every source tensor must land in exactly one of our parameters with the right shape and every one
 of our parameters must be filled; anything else raises `WeightImportError` naming the tensors, and,
-when the file fits another variant completely, names that variant. The mapping is data: a list of
+when the file fits another variant completely, names that variant and its family. A state dict
+named in none of the known schemes is refused naming the schemes. The mapping is data: a list of
 our weighted layers in network order (`network_layers`), and per source a rule naming the tensors of
 each layer and a rule converting their layout.
 
-Inputs. Our model takes `(pixels - 255 * IMAGENET_MEAN) / (255 * IMAGENET_STD)` with RGB pixels in
-[0, 255] (our input pipeline's `normalize`), and the converted weights of either source expect
-exactly that:
+Inputs. Weights expect the pixels normalised as they were trained (`scaling.InputNormalization`,
+RGB pixels in [0, 255]); `weights_normalization` says which, and the converter writes it into the
+checkpoint, whose users (evaluation, fine-tuning, prediction) follow it:
 
-* timm's `tf_efficientnet_*` configs normalise [0, 1] images with the same ImageNet mean and std.
-* Keras's EfficientNet takes raw [0, 255] pixels and normalises inside the model: `Rescaling(1/255)`,
+* Standard weights of B0 .. B8 and L2 (timm, efficientnet_pytorch, Keras): the ImageNet mean and std
+  (`scaling.IMAGENET_NORMALIZATION`). timm's configs normalise [0, 1] images with those statistics.
+  Keras's EfficientNet takes raw [0, 255] pixels and normalises inside the model: `Rescaling(1/255)`,
   then `Normalization(mean, variance)` computing `(x - mean) / sqrt(variance)`, then, only when built
   with `weights="imagenet"`, `Rescaling(1 / sqrt(std))`. The released files store the *standard
   deviation* in `variance` (tensorflow/tensorflow#49930), and the last layer compensates, so the
@@ -28,13 +38,13 @@ exactly that:
   with `variance` either the std (released files) or the std squared (a correctly configured
   `Normalization`). A Keras model built with `weights=None` that then loads a released file lacks the
   compensating layer and divides by `sqrt(std)`: that is Keras's quirk, not the network's intent.
-
-The Lite and EdgeTPU weights are the exception: the official models were trained on `(pixels - 127) /
-128` (`scaling.EDGE_NORMALIZATION`, recorded in their baselines), and timm's ports of them normalise
-with mean and std 0.5 of [0, 1] pixels, `(pixels - 127.5) / 127.5`, close to it. Feed our model
-`(pixels - 127) / 128` for these weights, not ImageNet-normalised images: the input pipeline does not
-do so yet. The official EdgeTPU checkpoints have 1,001 classes (index 0: background), timm's ports
-1,000, as our variants.
+* AdvProp weights (timm's `.ap_in1k` tags, efficientnet_pytorch's `advprop=True` files
+  `adv-efficientnet-*`): pixels to [-1, 1] (`scaling.SIGNED_UNIT_NORMALIZATION`).
+* Lite and EdgeTPU weights: the official models were trained on `(pixels - 127) / 128`
+  (`scaling.EDGE_NORMALIZATION`, recorded in their baselines). timm's ports normalise with mean and
+  std 0.5 of [0, 1] pixels, `(pixels - 127.5) / 127.5`, and efficientnet-lite-pytorch's example with
+  ImageNet's statistics; the official one is what we use. The official EdgeTPU checkpoints have 1,001
+  classes (index 0: background), timm's ports 1,000, as our variants.
 """
 
 from __future__ import annotations
@@ -43,7 +53,8 @@ import dataclasses
 import functools
 import os
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +117,7 @@ class Layer:
     path: tuple[str, ...]  # module path in our tree, e.g. ("block_3", "se", "reduce")
     kind: str  # a key of LEAVES
     role: str  # source-independent name: "stem_conv", "expand_bn", "se_reduce", "classifier", ...
-    block: Optional[BlockPosition] = None
+    block: BlockPosition | None = None
 
 
 def canonical_variant(variant: str) -> str:
@@ -140,7 +151,7 @@ def network_layers(variant: str) -> list[Layer]:
     return layers
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def target_shapes(variant: str) -> Mapping[tuple[str, ...], tuple[tuple[int, ...], Any]]:
     """{(collection, *path, leaf): (shape, dtype)} of `create_model(variant)`, traced with
     `jax.eval_shape`, so nothing is allocated. The 'xla' depthwise implementation traces faster on
@@ -192,12 +203,32 @@ _TIMM_EDGE_RESIDUAL = {
     "project_conv": "conv_pwl",
     "project_bn": "bn2",
 }
-_TIMM_LEAF = {
+_TORCH_LEAF = {  # torch's Conv2d, BatchNorm2d and Linear; timm and efficientnet_pytorch alike
     "kernel": "weight",
     "scale": "weight",
     "bias": "bias",
     "mean": "running_mean",
     "var": "running_var",
+}
+
+# efficientnet_pytorch (and efficientnet-lite-pytorch, its copy): `_blocks` numbered over the whole
+# network, and each block's batch norms by position whether or not the block expands.
+_EFFICIENTNET_PYTORCH_TOP = {
+    "stem_conv": "_conv_stem",
+    "stem_bn": "_bn0",
+    "head_conv": "_conv_head",
+    "head_bn": "_bn1",
+    "classifier": "_fc",
+}
+_EFFICIENTNET_PYTORCH_BLOCK = {
+    "expand_conv": "_expand_conv",
+    "expand_bn": "_bn0",
+    "depthwise_conv": "_depthwise_conv",
+    "depthwise_bn": "_bn1",
+    "se_reduce": "_se_reduce",
+    "se_expand": "_se_expand",
+    "project_conv": "_project_conv",
+    "project_bn": "_bn2",
 }
 
 _KERAS_TOP = {
@@ -228,6 +259,17 @@ def _timm_layer_name(layer: Layer) -> str:
     return f"blocks.{layer.block.stage}.{layer.block.repeat}.{names[layer.role]}"
 
 
+def _block_number(layer: Layer) -> int:
+    """The block's index over the whole network: our block modules are `block_{index}`."""
+    return int(layer.path[0].removeprefix("block_"))
+
+
+def _efficientnet_pytorch_layer_name(layer: Layer) -> str:
+    if layer.block is None:
+        return _EFFICIENTNET_PYTORCH_TOP[layer.role]
+    return f"_blocks.{_block_number(layer)}.{_EFFICIENTNET_PYTORCH_BLOCK[layer.role]}"
+
+
 def _keras_layer_name(layer: Layer) -> str:
     if layer.block is None:
         return _KERAS_TOP[layer.role]
@@ -244,7 +286,16 @@ def _keras_variable_name(kind: str, leaf: str) -> str:
 def timm_keys(layers: Sequence[Layer]) -> Expected:
     """State-dict keys, e.g. 'blocks.1.0.conv_pw.weight'."""
     return {
-        f"{_timm_layer_name(layer)}.{_TIMM_LEAF[leaf]}": (layer, collection, leaf)
+        f"{_timm_layer_name(layer)}.{_TORCH_LEAF[leaf]}": (layer, collection, leaf)
+        for layer in layers
+        for collection, leaf in LEAVES[layer.kind]
+    }
+
+
+def efficientnet_pytorch_keys(layers: Sequence[Layer]) -> Expected:
+    """State-dict keys, e.g. '_blocks.1._expand_conv.weight'."""
+    return {
+        f"{_efficientnet_pytorch_layer_name(layer)}.{_TORCH_LEAF[leaf]}": (layer, collection, leaf)
         for layer in layers
         for collection, leaf in LEAVES[layer.kind]
     }
@@ -281,7 +332,8 @@ def _transpose(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def timm_layout(kind: str, leaf: str, array: np.ndarray) -> np.ndarray:
     """torch convolutions are (out, in/groups, kh, kw); ours (kh, kw, in/groups, out): the same
-    permutation takes a depthwise (C, 1, k, k) to our (k, k, 1, C). Linear is (out, in)."""
+    permutation takes a depthwise (C, 1, k, k) to our (k, k, 1, C). Linear is (out, in). The layout
+    of every torch source (timm, efficientnet_pytorch)."""
     if leaf != "kernel":
         return array
     return _transpose(array, (1, 0) if kind == "dense" else (2, 3, 1, 0))
@@ -302,6 +354,7 @@ class SourceFormat:
 
 
 TIMM = SourceFormat("timm", timm_keys, timm_layout)
+EFFICIENTNET_PYTORCH = SourceFormat("efficientnet_pytorch", efficientnet_pytorch_keys, timm_layout)
 KERAS_NAMED = SourceFormat("Keras", keras_named_keys, keras_layout)
 KERAS_POSITIONAL = SourceFormat("Keras .weights.h5", keras_positional_keys, keras_layout)
 
@@ -360,6 +413,30 @@ def guess_variants(tensors: Mapping[str, np.ndarray], source: SourceFormat) -> l
     ]
 
 
+# Families by baseline (`scaling.VariantCoefficients.baseline`), for messages.
+_FAMILIES = {
+    "efficientnet-b0": "EfficientNet",
+    "efficientnet-lite0": "EfficientNet-Lite",
+    "efficientnet-edgetpu-s": "EfficientNet-EdgeTPU",
+}
+
+
+def family(variant: str) -> str:
+    """'EfficientNet-Lite' for 'lite2': what a wrong-variant message names when sizes are not the
+    only difference (a Lite state dict has no squeeze-and-excitation tensors at all)."""
+    baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
+    return _FAMILIES.get(baseline, baseline)
+
+
+def _other_family(guesses: Sequence[str], variant: str) -> str:
+    families = {family(guess) for guess in guesses}
+    if families == {family(variant)}:
+        return ""
+    return (
+        f" (the {' or '.join(sorted(families))} family, not {canonical_variant(variant)}'s {family(variant)})"
+    )
+
+
 def import_tensors(tensors: Mapping[str, np.ndarray], variant: str, source: SourceFormat) -> Variables:
     """`{"params", "batch_stats"}` for `variant` from source tensors named and laid out as `source`."""
     filled, problems = _match(tensors, variant, source)
@@ -368,12 +445,19 @@ def import_tensors(tensors: Mapping[str, np.ndarray], variant: str, source: Sour
         message += "\n  ".join(problems)
         others = [v for v in guess_variants(tensors, source) if v != canonical_variant(variant)]
         if others:
-            message += f"\n  The weights look like {' or '.join(others)}."
+            message += f"\n  The weights look like {' or '.join(others)}{_other_family(others, variant)}."
         raise WeightImportError(message)
     return traverse_util.unflatten_dict({key: jnp.asarray(array) for key, array in filled.items()})
 
 
-# --- timm -----------------------------------------------------------------------------------------
+# --- torch state dicts: timm and efficientnet_pytorch ------------------------------------------------
+
+TORCH_SOURCES = (TIMM, EFFICIENTNET_PYTORCH)
+# How a user picks each torch naming, for messages.
+_TORCH_SOURCE_USE = {
+    TIMM: "from_timm (--source=timm)",
+    EFFICIENTNET_PYTORCH: "from_efficientnet_pytorch (--source=efficientnet_pytorch)",
+}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -402,9 +486,10 @@ def _load_safetensors(path: PathLike) -> Mapping[str, np.ndarray]:
     return load_file(os.fspath(path))
 
 
-def read_timm(state_dict_or_path: Union[Mapping[str, Any], PathLike]) -> dict[str, np.ndarray]:
-    """A timm state dict as numpy arrays, without the BatchNorm `num_batches_tracked` counters: they
-    only drive timm's cumulative-average momentum, which inference never uses."""
+def read_state_dict(state_dict_or_path: Mapping[str, Any] | PathLike) -> dict[str, np.ndarray]:
+    """A torch state dict (in memory, `.safetensors`, or `.pth`/`.pt`/`.bin` with torch) as numpy
+    arrays, without the BatchNorm `num_batches_tracked` counters: they only drive torch's
+    cumulative-average momentum, which inference never uses."""
     if isinstance(state_dict_or_path, Mapping):
         state_dict = state_dict_or_path
     elif os.fspath(state_dict_or_path).endswith(".safetensors"):
@@ -416,11 +501,65 @@ def read_timm(state_dict_or_path: Union[Mapping[str, Any], PathLike]) -> dict[st
     }
 
 
-def from_timm(state_dict_or_path: Union[Mapping[str, Any], PathLike], variant: str) -> Variables:
-    """`{"params", "batch_stats"}` for `variant` from timm's `tf_efficientnet_{b0..b7}`,
+@functools.cache
+def _name_forms(source: SourceFormat) -> frozenset[str]:
+    """Every tensor name `source` gives any released variant, numbers replaced by '#'
+    ('blocks.#.#.conv_dw.weight'): a naming scheme without its depth."""
+    return frozenset(
+        re.sub(r"\d+", "#", key)
+        for variant in scaling.VARIANTS
+        for key in source.keys(network_layers(variant))
+    )
+
+
+def torch_naming(tensors: Mapping[str, Any]) -> SourceFormat | None:
+    """The torch naming scheme (timm or efficientnet_pytorch) that names most of `tensors`, when it
+    names more than half of them; None for a state dict of another layout (torchvision's
+    `features.0.0.weight`, a ResNet, ...)."""
+    forms = [re.sub(r"\d+", "#", key) for key in tensors]
+    counts = {source: sum(form in _name_forms(source) for form in forms) for source in TORCH_SOURCES}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > len(forms) / 2 else None
+
+
+def _unknown_layout(tensors: Mapping[str, Any]) -> WeightImportError:
+    examples = ", ".join(list(tensors)[:3])
+    return WeightImportError(
+        f"The state dict's tensors ({examples}, ...) are named in no layout this converter reads: timm's "
+        f"tf_efficientnet_* (conv_stem.weight, blocks.0.0.conv_dw.weight, ...), efficientnet_pytorch's "
+        f"and efficientnet-lite-pytorch's (_conv_stem.weight, _blocks.0._depthwise_conv.weight, ...), "
+        f"or Keras's EfficientNetB* (.h5 files)."
+    )
+
+
+def _import_state_dict(
+    state_dict_or_path: Mapping[str, Any] | PathLike, variant: str, source: SourceFormat | None
+) -> tuple[Variables, SourceFormat]:
+    """(variables, the naming read): `source`'s, or with None whichever `torch_naming` recognises."""
+    tensors = read_state_dict(state_dict_or_path)
+    naming = torch_naming(tensors)
+    if naming is None:
+        raise _unknown_layout(tensors)
+    if source is not None and naming != source:
+        raise WeightImportError(
+            f"These are {naming.label} weights, named as {next(iter(tensors))}; "
+            f"read them with {_TORCH_SOURCE_USE[naming]}, not as {source.label}'s."
+        )
+    return import_tensors(tensors, variant, naming), naming
+
+
+def from_timm(state_dict_or_path: Mapping[str, Any] | PathLike, variant: str) -> Variables:
+    """`{"params", "batch_stats"}` for `variant` from timm's `tf_efficientnet_{b0..b8,l2}`,
     `tf_efficientnet_lite{0..4}` or `tf_efficientnet_{es,em,el}` (EdgeTPU S, M, L) weights: a state
     dict of torch tensors or numpy arrays, a `.safetensors` file, or a torch `.pth`/`.bin` file."""
-    return import_tensors(read_timm(state_dict_or_path), variant, TIMM)
+    return _import_state_dict(state_dict_or_path, variant, TIMM)[0]
+
+
+def from_efficientnet_pytorch(state_dict_or_path: Mapping[str, Any] | PathLike, variant: str) -> Variables:
+    """`{"params", "batch_stats"}` for `variant` from the weights of the `efficientnet_pytorch`
+    package (B0..B8, standard and AdvProp) or of `efficientnet-lite-pytorch` (Lite0..Lite4): a state
+    dict, or its `.pth` (with torch) or `.safetensors` file."""
+    return _import_state_dict(state_dict_or_path, variant, EFFICIENTNET_PYTORCH)[0]
 
 
 # --- Keras ----------------------------------------------------------------------------------------
@@ -437,7 +576,7 @@ def _keras_short_name(weight_name: str) -> str:
     return "kernel" if name == "depthwise_kernel" else name
 
 
-def _decoded(name: Union[str, bytes]) -> str:
+def _decoded(name: str | bytes) -> str:
     return name.decode() if isinstance(name, bytes) else name
 
 
@@ -544,22 +683,126 @@ def from_keras(path_or_model: Any, variant: str, check_front_end: bool = True) -
     return variables
 
 
-# --- Command line: published weights to a checkpoint eval.py reads ---------------------------------
+# --- Any source, from a file or the hub, with the normalisation its weights expect ------------------
 
-_SOURCE_SUFFIXES = {"timm": (".safetensors", ".pth", ".pt", ".bin"), "keras": (".h5",)}
+HUB_PREFIX = "hf-hub:"
+HUB_FILE = "model.safetensors"  # where timm's hub repositories keep their weights
+_TORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+_KERAS_SUFFIXES = (".h5",)
+SOURCES = ("timm", "efficientnet_pytorch", "keras")
+_ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
+# The normalisations by the names the converter's --normalization (and the configs) give them.
+NORMALIZATIONS = {
+    "imagenet": scaling.IMAGENET_NORMALIZATION,
+    "edge": scaling.EDGE_NORMALIZATION,
+    "signed_unit": scaling.SIGNED_UNIT_NORMALIZATION,
+}
 
 
-def source_of(path: PathLike) -> str:
-    """'timm' or 'keras', from the file name (released files keep their usual suffixes)."""
-    for source, suffixes in _SOURCE_SUFFIXES.items():
-        if os.fspath(path).endswith(suffixes):
-            return source
-    accepted = ", ".join(suffix for suffixes in _SOURCE_SUFFIXES.values() for suffix in suffixes)
+@dataclasses.dataclass(frozen=True)
+class ImportedWeights:
+    """Weights converted for one variant, and how the images they see must be normalised."""
+
+    variables: Variables
+    source: str  # the naming read: one of SOURCES
+    normalization: scaling.InputNormalization
+    file: str  # the file read; for a hub repository, its copy in huggingface_hub's cache
+
+
+def is_advprop(weights: PathLike) -> bool:
+    """Whether weights are AdvProp's, by their published names: timm's hub tags `ap_in1k`
+    (`hf-hub:timm/tf_efficientnet_b0.ap_in1k`) and release files (`tf_efficientnet_b0_ap-f262efe1.pth`),
+    and efficientnet_pytorch's files (`adv-efficientnet-b0-b64d5a18.pth`). A renamed file needs
+    `advprop=True` (`--advprop`)."""
+    name = os.fspath(weights)
+    if name.startswith(HUB_PREFIX):
+        tag = name.rsplit("/", 1)[-1].partition(".")[2]
+        return tag.split("_")[0] == "ap"
+    return _ADVPROP_FILE.match(os.path.basename(name)) is not None
+
+
+def weights_normalization(variant: str, advprop: bool = False) -> scaling.InputNormalization:
+    """The normalisation that `variant`'s released weights were trained with: their family's
+    (`scaling.BASELINES`: ImageNet's statistics for B0..B8 and L2, 127/128 for Lite and EdgeTPU),
+    or [-1, 1] for AdvProp weights, whichever package ported them."""
+    if advprop:
+        return scaling.SIGNED_UNIT_NORMALIZATION
+    baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
+    return scaling.get_baseline(baseline).normalization
+
+
+def normalization_name(normalization: scaling.InputNormalization) -> str:
+    """'imagenet', 'edge' or 'signed_unit'; other statistics as mean/std."""
+    names = {value: name for name, value in NORMALIZATIONS.items()}
+    return names.get(normalization, f"mean {normalization.mean}, std {normalization.std}")
+
+
+def hub_file(hub_id: str) -> str:
+    """The local path of `model.safetensors` of a Hugging Face hub repository
+    ('timm/tf_efficientnet_b0.ns_jft_in1k'), fetched into huggingface_hub's cache (`HF_HUB_CACHE`)
+    unless it is there already; with `HF_HUB_OFFLINE=1` only the cache is read."""
+    try:
+        from huggingface_hub import constants, errors, hf_hub_download
+    except ImportError as error:
+        raise WeightImportError(
+            f"{HUB_PREFIX}{hub_id} needs the huggingface_hub package: pip install huggingface_hub."
+        ) from error
+    try:
+        return hf_hub_download(repo_id=hub_id, filename=HUB_FILE)
+    except errors.LocalEntryNotFoundError as error:
+        raise WeightImportError(
+            f"{HUB_PREFIX}{hub_id}: {HUB_FILE} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and the hub was not reached (offline, or HF_HUB_OFFLINE=1); run once where the hub is "
+            f"reachable, or point HF_HUB_CACHE at a cache that holds it."
+        ) from error
+    except (errors.HfHubHTTPError, errors.HFValidationError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise WeightImportError(f"{HUB_PREFIX}{hub_id}: {reason}") from error
+
+
+def _weights_file_kind(path: str) -> str:
+    """'torch' or 'keras', from the suffix (released files keep their usual ones)."""
+    if path.endswith(_TORCH_SUFFIXES):
+        return "torch"
+    if path.endswith(_KERAS_SUFFIXES):
+        return "keras"
     raise WeightImportError(
-        f"{os.fspath(path)} is not a weights file this converter reads ({accepted}): timm's "
-        f"tf_efficientnet_b*, _lite* or _es/_em/_el (.safetensors, or .pth with torch) or Keras's "
-        f"EfficientNetB* (.h5, .weights.h5)."
+        f"{path} is not a weights file this converter reads ({', '.join(_TORCH_SUFFIXES + _KERAS_SUFFIXES)}): "
+        f"timm's tf_efficientnet_* or efficientnet_pytorch's and efficientnet-lite-pytorch's weights "
+        f"(.safetensors, or .pth with torch), Keras's EfficientNetB* (.h5, .weights.h5), or a hub "
+        f"repository ({HUB_PREFIX}timm/tf_efficientnet_b0.ns_jft_in1k)."
     )
+
+
+def import_weights(
+    weights: PathLike, variant: str, *, source: str = "auto", advprop: bool | None = None
+) -> ImportedWeights:
+    """`variant`'s weights from a file or a hub repository (`hf-hub:<repo id>`), and the input
+    normalisation they expect. `source` is one of SOURCES, or 'auto': Keras for `.h5` files,
+    otherwise the naming of the state dict's tensors decides. `advprop` (None: `is_advprop` from
+    the name) selects the [-1, 1] normalisation of AdvProp weights."""
+    if source != "auto" and source not in SOURCES:
+        raise WeightImportError(f"Unknown source {source!r}: one of auto, {', '.join(SOURCES)}.")
+    name = os.fspath(weights)
+    path = hub_file(name.removeprefix(HUB_PREFIX)) if name.startswith(HUB_PREFIX) else name
+    if not os.path.isfile(path):
+        raise WeightImportError(f"{path} is not a file.")
+    kind = _weights_file_kind(path)
+    if source != "auto" and (source == "keras") != (kind == "keras"):
+        raise WeightImportError(
+            f"{path} is not a {source} weights file; drop --source or name the right one."
+        )
+    if kind == "keras":
+        source, variables = "keras", from_keras(path, variant)
+    else:
+        chosen = None if source == "auto" else {naming.label: naming for naming in TORCH_SOURCES}[source]
+        variables, naming = _import_state_dict(path, variant, chosen)
+        source = naming.label
+    normalization = weights_normalization(variant, is_advprop(name) if advprop is None else advprop)
+    return ImportedWeights(variables, source, normalization, path)
+
+
+# --- Command line: published weights to a checkpoint eval.py reads ---------------------------------
 
 
 def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> str:
@@ -592,20 +835,44 @@ def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> s
     return os.path.join(checkpointer.directory, "0")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """`python -m efficientnet_jax.pretrained <weights file> <variant> <out_dir> [--source=...]`."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m efficientnet_jax.pretrained <weights file | hf-hub:repo> <variant> <out_dir> [--source=...]
+    [--advprop] [--normalization=...]`."""
     import argparse
 
     from efficientnet_jax import console  # here, not at the top: it imports TensorFlow, for the entry points
 
     parser = argparse.ArgumentParser(
         prog="python -m efficientnet_jax.pretrained",
-        description="Convert timm or Keras EfficientNet weights into a checkpoint that eval.py evaluates.",
+        description="Convert timm, efficientnet_pytorch or Keras EfficientNet weights into a checkpoint "
+        "that eval.py evaluates, with the input normalisation the weights expect.",
     )
-    parser.add_argument("weights_file", help="timm .safetensors/.pth, or Keras .h5/.weights.h5")
-    parser.add_argument("variant", help="b0..b7, lite0..lite4, edgetpu-s/m/l (or efficientnet-b0..)")
-    parser.add_argument("out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0")
-    parser.add_argument("--source", choices=("auto", "timm", "keras"), default="auto", help="default: from the suffix")
+    parser.add_argument(
+        "weights",
+        help="a .safetensors/.pth (timm, efficientnet_pytorch) or .h5/.weights.h5 (Keras) file, or "
+        f"{HUB_PREFIX}<repo id> (e.g. {HUB_PREFIX}timm/tf_efficientnet_b0.ns_jft_in1k)",
+    )
+    parser.add_argument("variant", help="b0..b8, l2, lite0..lite4, edgetpu-s/m/l (or efficientnet-b0..)")
+    parser.add_argument(
+        "out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("auto", *SOURCES),
+        default="auto",
+        help="default: from the file (suffix, tensor names)",
+    )
+    parser.add_argument(
+        "--advprop",
+        action="store_true",
+        help="AdvProp weights (inputs in [-1, 1]) under a name that does not say so "
+        "(recognised: hub tags ap_in1k, files adv-efficientnet-* and tf_efficientnet_*_ap-*)",
+    )
+    parser.add_argument(
+        "--normalization",
+        choices=tuple(NORMALIZATIONS),
+        help="override the input normalisation written with the weights (default: what they were trained with)",
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     # WeightImportError named here: run as `python -m`, this module is __main__, not the one console.py knows.
@@ -613,13 +880,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with console.user_errors_as_one_line(parser.prog, WeightImportError, ValueError, OSError):
         if os.path.exists(args.out_dir) and (not os.path.isdir(args.out_dir) or os.listdir(args.out_dir)):
             raise WeightImportError(f"{args.out_dir} exists and is not empty; choose a new out_dir.")
-        if not os.path.isfile(args.weights_file):
-            raise WeightImportError(f"{args.weights_file} is not a file.")
-        source = source_of(args.weights_file) if args.source == "auto" else args.source
-        variables = (from_timm if source == "timm" else from_keras)(args.weights_file, args.variant)
-        step_directory = write_checkpoint(variables, args.variant, args.out_dir)
+        imported = import_weights(
+            args.weights, args.variant, source=args.source, advprop=args.advprop or None
+        )
+        normalization = NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
+        step_directory = write_checkpoint(
+            imported.variables, args.variant, args.out_dir, normalization=normalization
+        )
     print(
-        f"Wrote {step_directory}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
+        f"Wrote {step_directory} from {imported.source} weights ({imported.file}), inputs normalised "
+        f"as {normalization_name(normalization)}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
         f"{canonical_variant(args.variant).removeprefix('efficientnet-')} --checkpoint={os.path.abspath(args.out_dir)}"
     )
 

@@ -53,7 +53,7 @@ def random_pixels(seed: int, count: int, size: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def inference(variant: str):
     """Jitted once per variant: tests that run a model twice compile it once."""
     model = create_model(variant)
@@ -235,13 +235,10 @@ def test_keras_b2_logits_match_at_reduced_resolution(tmp_path):
 # --- timm -----------------------------------------------------------------------------------------
 
 
-def calibrated_timm_model(variant: str, pixels: np.ndarray):
-    """timm's model of `variant` with random weights and calibrated statistics (momentum 1: running =
-    batch), on the pixels normalised as the variant expects."""
+def calibrate_torch_model(model, images):
+    """Random batch-norm gammas and betas and conv/linear biases, then one training-mode pass over
+    `images` with momentum 1 (running = batch statistics); the model in eval mode."""
     torch = pytest.importorskip("torch")
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(timm_name(variant), pretrained=False)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -251,8 +248,18 @@ def calibrated_timm_model(variant: str, pixels: np.ndarray):
             elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
                 module.bias.normal_(0, 0.2)
         model.train()
-        model(torch_images(pixels, variant))
+        model(images)
     return model.eval()
+
+
+def calibrated_timm_model(variant: str, pixels: np.ndarray):
+    """timm's model of `variant` with random weights and calibrated statistics, on the pixels
+    normalised as the variant expects."""
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(timm_name(variant), pretrained=False)
+    return calibrate_torch_model(model, torch_images(pixels, variant))
 
 
 def torch_images(pixels: np.ndarray, variant: str):
@@ -316,7 +323,7 @@ def test_timm_lite_and_edgetpu_logits_match(variant, other_variant, first_missin
 @pytest.mark.peer_timm
 @pytest.mark.parametrize(
     "variant",
-    ["b1", "b2", "b3", "b4", "b5", "b6", "b7", "lite1", "lite2", "lite3", "lite4", "edgetpu-m", "edgetpu-l"],
+    "b1 b2 b3 b4 b5 b6 b7 b8 lite1 lite2 lite3 lite4 edgetpu-m edgetpu-l".split(),
 )
 def test_timm_state_dicts_fit_every_variant(variant):
     """Names and shapes only (no forward pass): stage depths and widths of the larger variants."""
@@ -324,6 +331,16 @@ def test_timm_state_dicts_fit_every_variant(variant):
     timm = pytest.importorskip("timm")
     state_dict = timm.create_model(timm_name(variant), pretrained=False).state_dict()
     assert set(pretrained.from_timm(state_dict, variant)) == {"params", "batch_stats"}
+
+
+@pytest.mark.peer_timm
+@pytest.mark.slow
+def test_timm_l2_state_dict_fits():
+    """L2 as B8 above, apart: 480 million parameters take about 2 GB in each of torch, numpy and JAX."""
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    state_dict = timm.create_model("tf_efficientnet_l2", pretrained=False).state_dict()
+    assert set(pretrained.from_timm(state_dict, "l2")) == {"params", "batch_stats"}
 
 
 def test_timm_names_fused_blocks_as_edge_residuals():
