@@ -11,7 +11,6 @@ the statistics of its actual input, so 1e-4 on the logits bounds a well-conditio
 a mis-mapped statistic shows.
 """
 
-import functools
 import os
 
 import flax.linen as nn
@@ -25,8 +24,15 @@ from configs import default, imagenet
 from configs.scaling import compound
 from efficientnet_jax import accounting, configuration, experiments, layers, pretrained, scaling, summary
 from efficientnet_jax.pretrained import WeightImportError
+from tests.test_pretrained import (
+    TOLERANCE,
+    import_keras,
+    max_difference,
+    normalise,
+    our_logits,
+    random_pixels,
+)
 
-TOLERANCE = 1e-4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Trainable parameters of timm's ports of the official models (`tf_efficientnetv2_*`, 1,000 classes).
@@ -293,41 +299,9 @@ def test_compound_scaling_of_the_v2_base_table(arg, base_config, flags):
 # --- Keras -----------------------------------------------------------------------------------------
 
 
-def import_keras():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip(f"Keras runs on {keras.backend.backend()}; these tests need its TensorFlow backend.")
-    return keras
-
-
 def keras_class_name(variant: str) -> str:
     """'v2-b0' -> 'EfficientNetV2B0', 'v2-s' -> 'EfficientNetV2S'."""
     return "EfficientNetV2" + variant.removeprefix("v2-").upper()
-
-
-def random_pixels(seed: int, count: int, size: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
-
-
-def normalise(pixels: np.ndarray, variant: str) -> np.ndarray:
-    """Pixels in [0, 255] normalised as the variant's official weights expect."""
-    normalization = scaling.get_baseline(scaling.variant_coefficients(variant).baseline).normalization
-    return ((pixels - np.asarray(normalization.mean)) / np.asarray(normalization.std)).astype(np.float32)
-
-
-@functools.cache
-def inference(variant: str):
-    model = ej.create_model(variant)
-    return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
-
-
-def our_logits(variables, variant: str, pixels: np.ndarray) -> np.ndarray:
-    return np.asarray(inference(variant)(variables, normalise(pixels, variant)))
-
-
-def max_difference(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
 def calibrated_keras_model(variant: str, pixels: np.ndarray):
@@ -357,7 +331,7 @@ def calibrated_keras_model(variant: str, pixels: np.ndarray):
 
 
 def test_keras_v2_b0_logits_match_on_raw_pixels(tmp_path):
-    """At 100 pixels: odd feature maps (25, 13, 7, 4) where stride-2 blocks pad asymmetrically. Keras
+    """At 100 pixels: odd feature maps (25, 13, 7) where stride-2 blocks pad asymmetrically. Keras
     takes raw pixels through its front-end, ours the ImageNet-normalised ones; every Keras tensor is
     used and every parameter filled, from the model and from its positional `.weights.h5`."""
     pixels = random_pixels(0, 8, 100)
