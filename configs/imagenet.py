@@ -1,9 +1,17 @@
-"""EfficientNet-B0..B7 (and B8, L2, Lite0..Lite4, EdgeTPU-S/M/L) on ImageNet:
-`--config=configs/imagenet.py:b3`, `:lite0`, `:edgetpu-s`.
+"""EfficientNet-B0..B7 (and B8, L2, Lite0..Lite4, EdgeTPU-S/M/L) and EfficientNetV2 (B0..B3, S, M, L,
+XL) on ImageNet: `--config=configs/imagenet.py:b3`, `:lite0`, `:edgetpu-s`, `:v2-s`, `:v2-b0`.
 
-Only what differs per variant is set here (model, resolution, dropout comes with the variant,
-RandAugment magnitude); the recipe is `configs/default.py`. The variant brings its own baseline
-network (`config.model.baseline` left unset): Lite0 for `lite*`, EdgeTPU-S for `edgetpu-*`.
+Only what differs per variant is set here (model, image size, batch-norm momentum, dropout comes
+with the variant, augmentation); the recipe is `configs/default.py`. The variant brings its own
+baseline network (`config.model.baseline` left unset): Lite0 for `lite*`, EdgeTPU-S for `edgetpu-*`,
+its own V2 table for `v2-*`.
+
+Image size. `config.image_size` is the variant's evaluation size, the one its published top-1 was
+measured at, and the input pipeline trains at it too. EfficientNetV2 trains on smaller images than
+it evaluates on (V2-S: 300 for training, 384 for evaluation; `scaling.VARIANTS`, `train_resolution`):
+to train at the official size, pass `--config.image_size=300` and evaluate the checkpoint with
+`configs/imagenet.py:v2-s` (eval.py reads the image size from the config it is given). Progressive
+learning, which grows the training size over the run, and V2's Mixup are not implemented yet.
 """
 
 import ml_collections
@@ -16,13 +24,30 @@ from efficientnet_jax import scaling
 RANDAUGMENT_MAGNITUDES = {"efficientnet-b5": 17.0, "efficientnet-b7": 28.0}
 DEFAULT_RANDAUGMENT_MAGNITUDE = 10.0
 
+# EfficientNetV2's own augmentation (efficientnetv2/effnetv2_configs.py): RandAugment of growing
+# magnitude for S..XL; V2-B0..B3 use EfficientNet's AutoAugment, for comparison with B0..B3.
+EFFICIENTNETV2_AUGMENTATION = {
+    "efficientnetv2-s": ("randaugment", 10.0),
+    "efficientnetv2-m": ("randaugment", 15.0),
+    "efficientnetv2-l": ("randaugment", 20.0),
+    "efficientnetv2-xl": ("randaugment", 20.0),
+    "efficientnetv2-b0": ("autoaugment", DEFAULT_RANDAUGMENT_MAGNITUDE),
+    "efficientnetv2-b1": ("autoaugment", DEFAULT_RANDAUGMENT_MAGNITUDE),
+    "efficientnetv2-b2": ("autoaugment", DEFAULT_RANDAUGMENT_MAGNITUDE),
+    "efficientnetv2-b3": ("autoaugment", DEFAULT_RANDAUGMENT_MAGNITUDE),
+}
+
 
 def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     spec = scaling.variant_spec(variant)
     config = default.get_config()
     config.model.variant = spec.name
     config.image_size = spec.resolution
-    # Used only with --config.augment=randaugment.
-    config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
-    # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
+    config.model.batch_norm_momentum = spec.batch_norm_momentum  # 0.99; EfficientNetV2: 0.9
+    if spec.name in EFFICIENTNETV2_AUGMENTATION:
+        config.augment, config.randaugment_magnitude = EFFICIENTNETV2_AUGMENTATION[spec.name]
+    else:
+        # Used only with --config.augment=randaugment.
+        config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
+        # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
     return config

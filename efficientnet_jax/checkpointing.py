@@ -78,7 +78,16 @@ def describe_spec(description: dict[str, Any]) -> str:
 def check_same_model(saved: dict[str, Any], spec: ModelSpec, where: str) -> None:
     """Compares the fields that change the parameters; dtype, remat and the like may differ."""
     expected, saved = spec_to_json(spec), complete_saved_spec(saved)
-    fields = ("width", "depth", "num_classes", "stages", "stem_filters", "head_filters", "fix_head_stem")
+    fields = (
+        "width",
+        "depth",
+        "num_classes",
+        "stages",
+        "stem_filters",
+        "head_filters",
+        "fix_head_stem",
+        "min_filters_fraction",
+    )
     mismatched = [field for field in fields if saved[field] != expected[field]]
     if mismatched:
         raise CheckpointError(

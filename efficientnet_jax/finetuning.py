@@ -27,7 +27,15 @@ from efficientnet_jax.scaling import ModelSpec
 
 # The ModelSpec fields that shape the backbone's variables (checkpointing.check_same_model's, less
 # num_classes, which only shapes the classifier).
-BACKBONE_FIELDS = ("width", "depth", "stages", "stem_filters", "head_filters", "fix_head_stem")
+BACKBONE_FIELDS = (
+    "width",
+    "depth",
+    "stages",
+    "stem_filters",
+    "head_filters",
+    "fix_head_stem",
+    "min_filters_fraction",
+)
 
 Variables = dict[str, Any]
 

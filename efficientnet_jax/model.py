@@ -1,5 +1,5 @@
-"""The EfficientNet network: stem, MBConv and Fused-MBConv stages built from a `ModelSpec`, head; and
-`create_model`."""
+"""The EfficientNet network (EfficientNet, Lite, EdgeTPU and EfficientNetV2 alike): stem, MBConv and
+Fused-MBConv stages built from a `ModelSpec`, head; and `create_model`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ class EfficientNet(nn.Module):
     """`apply(variables, images, train=...)` maps normalised NHWC float images to float32 logits.
 
     With `features=True` it returns instead the last feature map at each stride (2, 4, 8, 16, 32
-    for the EfficientNet stage table), for use as a detection or segmentation backbone.
+    for the EfficientNet and EfficientNetV2 stage tables), for use as a detection or segmentation
+    backbone.
     Variables: {'params', 'batch_stats'}; training draws from the 'dropout' and 'drop_path' RNGs.
 
     With `freeze_batch_norm`, batch norm normalises with its moving statistics and leaves them
@@ -112,8 +113,9 @@ class EfficientNet(nn.Module):
 
 def model_spec(name_or_spec: Union[str, ModelSpec], **overrides) -> ModelSpec:
     """A `ModelSpec` from a variant name ('efficientnet-b0'..'efficientnet-b7', 'b0'..'b7', 'b8', 'l2',
-    'lite0'..'lite4', 'edgetpu-s'/'-m'/'-l') or an existing spec, with field overrides (e.g.
-    num_classes=10, dtype='bfloat16')."""
+    'lite0'..'lite4', 'edgetpu-s'/'-m'/'-l', 'efficientnetv2-s' or 'v2-s', 'v2-m', 'v2-l', 'v2-xl',
+    'v2-b0'..'v2-b3') or an existing spec, with field overrides (e.g. num_classes=10,
+    dtype='bfloat16')."""
     if isinstance(name_or_spec, ModelSpec):
         return dataclasses.replace(name_or_spec, **overrides) if overrides else name_or_spec
     if isinstance(name_or_spec, str):

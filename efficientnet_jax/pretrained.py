@@ -107,7 +107,8 @@ class BlockPosition:
     stage: int
     repeat: int
     expands: bool  # has an expansion; timm builds MBConv blocks without one as DepthwiseSeparable
-    fused: bool = False  # Fused-MBConv, timm's EdgeResidual
+    fused: bool = False  # Fused-MBConv, timm's EdgeResidual (ConvBnAct without an expansion)
+    efficientnetv2: bool = False  # a block of EfficientNetV2, which Keras names a little differently
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +134,13 @@ def network_layers(variant: str) -> list[Layer]:
     block_index = 0
     for stage_index, stage in enumerate(spec.scaled_stages()):
         for repeat in range(stage.repeats):
-            position = BlockPosition(stage_index, repeat, expands=stage.expand_ratio != 1, fused=stage.fused)
+            position = BlockPosition(
+                stage_index,
+                repeat,
+                expands=stage.expand_ratio != 1,
+                fused=stage.fused,
+                efficientnetv2=spec.name.startswith("efficientnetv2-"),
+            )
             for role, kind, sub_path in _BLOCK_LAYERS:
                 if (
                     (role.startswith("expand_") and not position.expands)
@@ -152,7 +159,7 @@ def network_layers(variant: str) -> list[Layer]:
 
 
 @functools.cache
-def target_shapes(variant: str) -> Mapping[tuple[str, ...], tuple[tuple[int, ...], Any]]:
+def target_shapes(variant: str | scaling.ModelSpec) -> Mapping[tuple[str, ...], tuple[tuple[int, ...], Any]]:
     """{(collection, *path, leaf): (shape, dtype)} of `create_model(variant)`, traced with
     `jax.eval_shape`, so nothing is allocated. The 'xla' depthwise implementation traces faster on
     CPU than 'shift' and has the same parameters; parameters do not depend on the image size."""
@@ -203,6 +210,8 @@ _TIMM_EDGE_RESIDUAL = {
     "project_conv": "conv_pwl",
     "project_bn": "bn2",
 }
+# timm's ConvBnAct (EfficientNetV2's Fused-MBConv without expansion): the kxk conv and its BN.
+_TIMM_CONV_BN_ACT = {"project_conv": "conv", "project_bn": "bn1"}
 _TORCH_LEAF = {  # torch's Conv2d, BatchNorm2d and Linear; timm and efficientnet_pytorch alike
     "kernel": "weight",
     "scale": "weight",
@@ -239,6 +248,7 @@ _KERAS_TOP = {
     "classifier": "predictions",
 }
 _KERAS_BLOCK = {"depthwise_conv": "dwconv", "depthwise_bn": "bn"}  # other roles keep their name
+_KERAS_V2_BLOCK = {"depthwise_conv": "dwconv2", "depthwise_bn": "bn"}  # keras.applications.EfficientNetV2*
 _KERAS_LEAF = {"kernel": "kernel", "scale": "gamma", "mean": "moving_mean", "var": "moving_variance"}
 _KERAS_CLASS = {  # Keras 3 `.weights.h5` names layers by class and count, not by layer name
     "conv": "conv2d",
@@ -253,7 +263,7 @@ def _timm_layer_name(layer: Layer) -> str:
     if layer.block is None:
         return _TIMM_TOP[layer.role]
     if layer.block.fused:
-        names = _TIMM_EDGE_RESIDUAL
+        names = _TIMM_EDGE_RESIDUAL if layer.block.expands else _TIMM_CONV_BN_ACT
     else:
         names = _TIMM_INVERTED_RESIDUAL if layer.block.expands else _TIMM_DEPTHWISE_SEPARABLE
     return f"blocks.{layer.block.stage}.{layer.block.repeat}.{names[layer.role]}"
@@ -274,7 +284,8 @@ def _keras_layer_name(layer: Layer) -> str:
     if layer.block is None:
         return _KERAS_TOP[layer.role]
     letter = chr(ord("a") + layer.block.repeat)
-    return f"block{layer.block.stage + 1}{letter}_{_KERAS_BLOCK.get(layer.role, layer.role)}"
+    names = _KERAS_V2_BLOCK if layer.block.efficientnetv2 else _KERAS_BLOCK
+    return f"block{layer.block.stage + 1}{letter}_{names.get(layer.role, layer.role)}"
 
 
 def _keras_variable_name(kind: str, leaf: str) -> str:
@@ -376,7 +387,7 @@ def _match(
 ) -> tuple[dict[tuple[str, ...], np.ndarray], list[str]]:
     """Converts `tensors` for `variant`: ({(collection, *path, leaf): array}, one line per problem)."""
     expected = source.keys(network_layers(variant))
-    targets = target_shapes(canonical_variant(variant))
+    targets = target_shapes(model_spec(variant))  # a spec keeps its num_classes (ImageNet-21k: 21,843)
     filled, missing, mismatched = {}, [], []
     for key, (layer, collection, leaf) in expected.items():
         ours = (collection, *layer.path, leaf)
@@ -548,10 +559,14 @@ def _import_state_dict(
     return import_tensors(tensors, variant, naming), naming
 
 
-def from_timm(state_dict_or_path: Mapping[str, Any] | PathLike, variant: str) -> Variables:
+def from_timm(
+    state_dict_or_path: Mapping[str, Any] | PathLike, variant: str | scaling.ModelSpec
+) -> Variables:
     """`{"params", "batch_stats"}` for `variant` from timm's `tf_efficientnet_{b0..b8,l2}`,
-    `tf_efficientnet_lite{0..4}` or `tf_efficientnet_{es,em,el}` (EdgeTPU S, M, L) weights: a state
-    dict of torch tensors or numpy arrays, a `.safetensors` file, or a torch `.pth`/`.bin` file."""
+    `tf_efficientnet_lite{0..4}`, `tf_efficientnet_{es,em,el}` (EdgeTPU S, M, L) or
+    `tf_efficientnetv2_{b0..b3,s,m,l,xl}` weights: a state dict of torch tensors or numpy arrays, a
+    `.safetensors` file, or a torch `.pth`/`.bin` file. `variant` may be a `ModelSpec` with another
+    `num_classes`: `scaling.variant_spec("v2-s", num_classes=21843)` for the `.in21k` weights."""
     return _import_state_dict(state_dict_or_path, variant, TIMM)[0]
 
 
@@ -672,7 +687,8 @@ def check_keras_front_end(front_end: Mapping[str, tuple[str, np.ndarray]]) -> No
 
 
 def from_keras(path_or_model: Any, variant: str, check_front_end: bool = True) -> Variables:
-    """`{"params", "batch_stats"}` for `variant` from Keras's `EfficientNetB0`..`B7`: a legacy `.h5` or
+    """`{"params", "batch_stats"}` for `variant` from Keras's `EfficientNetB0`..`B7` or
+    `EfficientNetV2B0`..`B3`, `S`, `M`, `L`: a legacy `.h5` or
     Keras 3 `.weights.h5` path, or an in-memory `keras.Model`. Keras's input front-end is dropped
     (see the module docstring); with `check_front_end` its statistics must be ImageNet's."""
     tensors, source = read_keras(path_or_model)

@@ -1,10 +1,11 @@
-"""What an EfficientNet *is*: the stage tables of the family (B0, Lite, EdgeTPU), the
-compound-scaling rules and the variant table.
+"""What an EfficientNet *is*: the stage tables of the family (B0, Lite, EdgeTPU, EfficientNetV2),
+the compound-scaling rules and the variant table.
 
 Everything here is plain data and arithmetic; the Flax modules in `layers.py` and `model.py` know
 nothing of scaling. A network is fully described by a `ModelSpec` (serialisable, hashable), and
 `ModelSpec.scaled_stages()` turns the baseline stage table into the concrete per-stage widths and
-repeats with the rules of the official TensorFlow implementation (`efficientnet_builder.py`).
+repeats with the rules of the official TensorFlow implementation (`efficientnet_builder.py`; for
+EfficientNetV2, google/automl's `efficientnetv2/effnetv2_model.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ EFFICIENTNET_B0_BLOCKS = (
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 DEPTH_DIVISOR = 8
+MIN_FILTERS_FRACTION = 0.9  # round_filters never rounds more than 10% below the scaled width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +56,20 @@ class StageSpec:
 
 @dataclasses.dataclass(frozen=True)
 class VariantCoefficients:
-    """A released variant: how much it scales which baseline network (a key of `BASELINES`)."""
+    """A released variant: how much it scales which baseline network (a key of `BASELINES`).
+
+    `resolution` is the image size the variant is evaluated at (and, for EfficientNet, trained at).
+    EfficientNetV2 trains on smaller images than it evaluates on (`train_resolution`): its
+    progressive learning grows the training size up to that value, while evaluation uses
+    `resolution`. None: the variant trains at `resolution`.
+    """
 
     width: float
     depth: float
     resolution: int
     dropout_rate: float
     baseline: str = "efficientnet-b0"
+    train_resolution: Optional[int] = None
 
 
 # The released coefficients (efficientnet_builder.efficientnet_params, and the Lite and EdgeTPU
@@ -86,6 +95,17 @@ VARIANTS = {
     "efficientnet-edgetpu-s": VariantCoefficients(1.0, 1.0, 224, 0.2, "efficientnet-edgetpu-s"),
     "efficientnet-edgetpu-m": VariantCoefficients(1.0, 1.1, 240, 0.2, "efficientnet-edgetpu-s"),
     "efficientnet-edgetpu-l": VariantCoefficients(1.2, 1.4, 300, 0.3, "efficientnet-edgetpu-s"),
+    # efficientnetv2/effnetv2_configs.efficientnetv2_params (google/automl): (width, depth, eval size,
+    # dropout) and the train size. B0-B3 scale the V2 base table as B0-B3 scale B0 (same
+    # coefficients and eval sizes); S, M, L and XL each have their own table and are not scaled.
+    "efficientnetv2-b0": VariantCoefficients(1.0, 1.0, 224, 0.2, "efficientnetv2-base", train_resolution=192),
+    "efficientnetv2-b1": VariantCoefficients(1.0, 1.1, 240, 0.2, "efficientnetv2-base", train_resolution=192),
+    "efficientnetv2-b2": VariantCoefficients(1.1, 1.2, 260, 0.3, "efficientnetv2-base", train_resolution=208),
+    "efficientnetv2-b3": VariantCoefficients(1.2, 1.4, 300, 0.3, "efficientnetv2-base", train_resolution=240),
+    "efficientnetv2-s": VariantCoefficients(1.0, 1.0, 384, 0.2, "efficientnetv2-s", train_resolution=300),
+    "efficientnetv2-m": VariantCoefficients(1.0, 1.0, 480, 0.3, "efficientnetv2-m", train_resolution=384),
+    "efficientnetv2-l": VariantCoefficients(1.0, 1.0, 480, 0.4, "efficientnetv2-l", train_resolution=384),
+    "efficientnetv2-xl": VariantCoefficients(1.0, 1.0, 512, 0.4, "efficientnetv2-xl", train_resolution=384),
 }
 
 _BLOCK_FIELD = re.compile(r"^([a-z]+)([\d.]+)$")
@@ -147,12 +167,64 @@ EFFICIENTNET_EDGETPU_BLOCKS = (
 )
 
 
-def round_filters(filters: int, width: float, divisor: int = DEPTH_DIVISOR) -> int:
-    """Scales a width and rounds it to a multiple of `divisor`, never more than 10% below the scaled
-    width (efficientnet_model.round_filters)."""
+# EfficientNetV2 (Tan & Le, ICML 2021; google/automl efficientnetv2/effnetv2_configs.py), in the
+# official strings (strides written once: s1, s2). Fused-MBConv (`c1`) in the early stages, where
+# depthwise convolutions use accelerators poorly, without SE; MBConv with SE after. The first
+# Fused-MBConv stage has expand ratio 1: a single kxk convolution (see `layers.FusedMBConv`).
+EFFICIENTNETV2_BASE_BLOCKS = (  # the baseline of V2-B0..B3
+    "r1_k3_s1_e1_i32_o16_c1",
+    "r2_k3_s2_e4_i16_o32_c1",
+    "r2_k3_s2_e4_i32_o48_c1",
+    "r3_k3_s2_e4_i48_o96_se0.25",
+    "r5_k3_s1_e6_i96_o112_se0.25",
+    "r8_k3_s2_e6_i112_o192_se0.25",
+)
+EFFICIENTNETV2_S_BLOCKS = (
+    "r2_k3_s1_e1_i24_o24_c1",
+    "r4_k3_s2_e4_i24_o48_c1",
+    "r4_k3_s2_e4_i48_o64_c1",
+    "r6_k3_s2_e4_i64_o128_se0.25",
+    "r9_k3_s1_e6_i128_o160_se0.25",
+    "r15_k3_s2_e6_i160_o256_se0.25",
+)
+EFFICIENTNETV2_M_BLOCKS = (
+    "r3_k3_s1_e1_i24_o24_c1",
+    "r5_k3_s2_e4_i24_o48_c1",
+    "r5_k3_s2_e4_i48_o80_c1",
+    "r7_k3_s2_e4_i80_o160_se0.25",
+    "r14_k3_s1_e6_i160_o176_se0.25",
+    "r18_k3_s2_e6_i176_o304_se0.25",
+    "r5_k3_s1_e6_i304_o512_se0.25",
+)
+EFFICIENTNETV2_L_BLOCKS = (
+    "r4_k3_s1_e1_i32_o32_c1",
+    "r7_k3_s2_e4_i32_o64_c1",
+    "r7_k3_s2_e4_i64_o96_c1",
+    "r10_k3_s2_e4_i96_o192_se0.25",
+    "r19_k3_s1_e6_i192_o224_se0.25",
+    "r25_k3_s2_e6_i224_o384_se0.25",
+    "r7_k3_s1_e6_i384_o640_se0.25",
+)
+EFFICIENTNETV2_XL_BLOCKS = (
+    "r4_k3_s1_e1_i32_o32_c1",
+    "r8_k3_s2_e4_i32_o64_c1",
+    "r8_k3_s2_e4_i64_o96_c1",
+    "r16_k3_s2_e4_i96_o192_se0.25",
+    "r24_k3_s1_e6_i192_o256_se0.25",
+    "r32_k3_s2_e6_i256_o512_se0.25",
+    "r8_k3_s1_e6_i512_o640_se0.25",
+)
+
+
+def round_filters(
+    filters: int, width: float, divisor: int = DEPTH_DIVISOR, min_fraction: float = MIN_FILTERS_FRACTION
+) -> int:
+    """Scales a width and rounds it to the nearest multiple of `divisor` (at least one), adding one
+    more `divisor` where that falls below `min_fraction` of the scaled width: 0.9 in EfficientNet
+    (efficientnet_model.round_filters); EfficientNetV2's round_filters has no such floor (0)."""
     scaled = filters * width
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * scaled:
+    if rounded < min_fraction * scaled:
         rounded += divisor
     return int(rounded)
 
@@ -201,6 +273,7 @@ class ModelSpec:
     `layers.DepthwiseConv`); it changes speed, never the parameters or the function computed.
     `fix_head_stem` is the official Lite builder's flag: the stem and head widths and the repeats of
     the first and last stages stay unscaled, which keeps the scaled-up models small and fast.
+    `min_filters_fraction` is `round_filters`' floor (0.9; EfficientNetV2: 0, see there).
     """
 
     width: float = 1.0
@@ -220,6 +293,7 @@ class ModelSpec:
     remat: bool = False  # rematerialise each block in the backward pass (memory for compute)
     name: str = "custom"
     fix_head_stem: bool = False
+    min_filters_fraction: float = MIN_FILTERS_FRACTION
 
     def __post_init__(self):
         for field in ("width", "depth", "resolution", "num_classes"):
@@ -244,19 +318,23 @@ class ModelSpec:
                     if self.fix_head_stem and index in (0, last)
                     else round_repeats(stage.repeats, self.depth)
                 ),
-                input_filters=round_filters(stage.input_filters, self.width),
-                output_filters=round_filters(stage.output_filters, self.width),
+                input_filters=self.round_filters(stage.input_filters),
+                output_filters=self.round_filters(stage.output_filters),
             )
             for index, stage in enumerate(self.stages)
         )
 
+    def round_filters(self, filters: int) -> int:
+        """A width of the baseline scaled by this spec's width, with its rounding rule."""
+        return round_filters(filters, self.width, min_fraction=self.min_filters_fraction)
+
     @property
     def scaled_stem_filters(self) -> int:
-        return self.stem_filters if self.fix_head_stem else round_filters(self.stem_filters, self.width)
+        return self.stem_filters if self.fix_head_stem else self.round_filters(self.stem_filters)
 
     @property
     def scaled_head_filters(self) -> int:
-        return self.head_filters if self.fix_head_stem else round_filters(self.head_filters, self.width)
+        return self.head_filters if self.fix_head_stem else self.round_filters(self.head_filters)
 
     @property
     def num_blocks(self) -> int:
@@ -283,8 +361,13 @@ IMAGENET_NORMALIZATION = InputNormalization(
 # post-training quantisation.
 EDGE_NORMALIZATION = InputNormalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 # Pixels to [-1, 1]: what the AdvProp weights (timm `.ap_in1k`, efficientnet_pytorch `advprop=True`)
-# and the official EfficientNetV2-S/M/L/XL were trained on.
+# were trained on, and how timm's ports of EfficientNetV2-S/M/L/XL normalise (mean and std 0.5 of
+# [0, 1] pixels).
 SIGNED_UNIT_NORMALIZATION = InputNormalization(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
+# The official EfficientNetV2-S/M/L/XL (efficientnetv2/preprocessing.py: `(image - 128) / 128`, and
+# Keras's `EfficientNetV2S`..`L`: `Rescaling(1 / 128, offset=-1)`): [-1, 1) with 128 as zero. V2-B0..B3
+# were trained with EfficientNet's preprocessing ('effnetv1_autoaug'): ImageNet's mean and std.
+EFFICIENTNETV2_NORMALIZATION = InputNormalization(mean=(128.0, 128.0, 128.0), std=(128.0, 128.0, 128.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +375,10 @@ class Baseline:
     """An unscaled network: what compound scaling starts from. Its widths are scaled by
     `round_filters`, its repeats by `round_repeats`, like B0's, except what `fix_head_stem` keeps
     (see `ModelSpec`). `normalization` records the inputs its released weights expect; the input
-    pipeline does not read it yet (it normalises with ImageNet's statistics for every variant)."""
+    pipeline does not read it yet (it normalises with ImageNet's statistics for every variant).
+    `batch_norm_momentum` is what its official training used; a variant takes it (`variant_spec`),
+    a training config states its own (`config.model.batch_norm_momentum`, which
+    `configs/imagenet.py` sets from the variant)."""
 
     stages: tuple[StageSpec, ...]
     stem_filters: int
@@ -300,6 +386,27 @@ class Baseline:
     activation: str
     fix_head_stem: bool = False
     normalization: InputNormalization = IMAGENET_NORMALIZATION
+    min_filters_fraction: float = MIN_FILTERS_FRACTION
+    batch_norm_momentum: float = 0.99
+
+
+def efficientnetv2_baseline(
+    block_strings: Sequence[str], normalization: InputNormalization = EFFICIENTNETV2_NORMALIZATION
+) -> Baseline:
+    """An EfficientNetV2 network as google/automl's effnetv2_model.py builds it: the stem takes the
+    first stage's input width, the head 1280 filters, both scaled like every width (no
+    `fix_head_stem`) by a `round_filters` without EfficientNet's 10% floor; SiLU (= swish); batch
+    norm momentum 0.9 (hparams.py; epsilon 1e-3 as EfficientNet's)."""
+    stages = stages_from_block_strings(block_strings)
+    return Baseline(
+        stages,
+        stem_filters=stages[0].input_filters,
+        head_filters=HEAD_FILTERS,
+        activation="swish",
+        normalization=normalization,
+        min_filters_fraction=0.0,
+        batch_norm_momentum=0.9,
+    )
 
 
 # MobileNetV2 (Sandler et al. 2018, Table 2: stages t, c, n, s) in the same blocks: expand t, no SE,
@@ -336,6 +443,11 @@ BASELINES = {
         normalization=EDGE_NORMALIZATION,
     ),
     "mobilenetv2": Baseline(stages_from_block_strings(MOBILENET_V2_BLOCKS), 32, 1280, "relu6"),
+    "efficientnetv2-base": efficientnetv2_baseline(EFFICIENTNETV2_BASE_BLOCKS, IMAGENET_NORMALIZATION),
+    "efficientnetv2-s": efficientnetv2_baseline(EFFICIENTNETV2_S_BLOCKS),
+    "efficientnetv2-m": efficientnetv2_baseline(EFFICIENTNETV2_M_BLOCKS),
+    "efficientnetv2-l": efficientnetv2_baseline(EFFICIENTNETV2_L_BLOCKS),
+    "efficientnetv2-xl": efficientnetv2_baseline(EFFICIENTNETV2_XL_BLOCKS),
 }
 
 
@@ -353,24 +465,29 @@ def baseline_fields(baseline: Baseline) -> dict:
         head_filters=baseline.head_filters,
         activation=baseline.activation,
         fix_head_stem=baseline.fix_head_stem,
+        min_filters_fraction=baseline.min_filters_fraction,
     )
 
 
 def _canonical_variant_name(name: str) -> str:
+    """'b3' -> 'efficientnet-b3', 'v2-s' -> 'efficientnetv2-s'; long names stay."""
     name = name.lower()
-    if not name.startswith("efficientnet-"):
+    if name.startswith("v2-"):
+        return "efficientnetv2-" + name.removeprefix("v2-")
+    if not name.startswith(("efficientnet-", "efficientnetv2-")):
         name = "efficientnet-" + name
     return name
 
 
 def variant_coefficients(name: str) -> VariantCoefficients:
-    """The coefficients of a released variant ('efficientnet-b3' or 'b3', 'lite0', 'edgetpu-s')."""
+    """The coefficients of a released variant ('efficientnet-b3' or 'b3', 'lite0', 'edgetpu-s',
+    'efficientnetv2-s' or 'v2-s')."""
     canonical = _canonical_variant_name(name)
     if canonical not in VARIANTS:
         valid = ", ".join(sorted(VARIANTS))
         raise ValueError(
-            f"Unknown EfficientNet variant {name!r}. Valid names: {valid} "
-            f"(or b0..b7, b8, l2, lite0..lite4, edgetpu-s, edgetpu-m, edgetpu-l)."
+            f"Unknown EfficientNet variant {name!r}. Valid names: {valid} (or b0..b7, b8, l2, "
+            f"lite0..lite4, edgetpu-s, edgetpu-m, edgetpu-l, v2-b0..v2-b3, v2-s, v2-m, v2-l, v2-xl)."
         )
     return VARIANTS[canonical]
 
@@ -379,8 +496,10 @@ def variant_spec(name: str, /, **overrides) -> ModelSpec:
     """The spec of a released variant (its baseline scaled by its coefficients), with optional field
     overrides."""
     coefficients = variant_coefficients(name)
+    baseline = get_baseline(coefficients.baseline)
     fields = dict(
-        baseline_fields(get_baseline(coefficients.baseline)),
+        baseline_fields(baseline),
+        batch_norm_momentum=baseline.batch_norm_momentum,
         width=coefficients.width,
         depth=coefficients.depth,
         resolution=coefficients.resolution,

@@ -1,6 +1,6 @@
 """The model family against the reference: parameter counts, FLOPs, shapes, padding, initialisers,
 stochastic depth, RNG streams, cross-replica batch norm, the Fused-MBConv block, the Lite and EdgeTPU
-families, and clear errors for bad input."""
+families, and clear errors for bad input. EfficientNetV2 has its own module, tests/test_v2.py."""
 
 import dataclasses
 import math
@@ -40,10 +40,9 @@ PAPER_MULTIPLY_ADDS = {"b0": 0.39e9, "b1": 0.70e9, "b2": 1.0e9, "b3": 1.8e9, "b4
 
 # A width/depth-reduced network for tests that run the model.
 TINY = ej.ModelSpec(width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny")
-# The same with EdgeTPU's stage table: Fused-MBConv stages, then MBConv ones.
-TINY_EDGETPU = scaling.variant_spec(
-    "edgetpu-s", width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny"
-)
+# The same with EfficientNetV2's base table: Fused-MBConv stages without and with expansion, then
+# MBConv ones with SE.
+TINY_V2 = scaling.variant_spec("v2-b0", width=0.25, depth=0.3, resolution=32, num_classes=10, name="tiny")
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_TRAINABLE_PARAMS))
@@ -328,7 +327,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     np.testing.assert_allclose(logits16, jax.jit(model32.apply)(variables, images), atol=0.1)
 
 
-@pytest.mark.parametrize("spec", [TINY, TINY_EDGETPU], ids=["mbconv", "fused"])
+@pytest.mark.parametrize("spec", [TINY, TINY_V2], ids=["mbconv", "fused_and_mbconv"])
 def test_remat_computes_the_same_gradients(spec):
     images = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
     variables = jax.jit(ej.create_model(spec).init)(jax.random.key(1), images)

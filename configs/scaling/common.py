@@ -2,9 +2,14 @@
 train.py config) and how the runs are named, rounded and compared (`config.sweep`).
 
 `grid_search.py`, `compound.py` and `single_dimension.py` add their own sweep fields. Their
-`get_config` argument is `key=value` pairs: `base=quickstart|imagenet` (the offline digits proxy, or
-ImageNet with the reference recipe) and `baseline=efficientnet-b0|mobilenetv2` (the network scaled,
-`config.train.model.baseline`), plus the file's own keys.
+`get_config` argument is `key=value` pairs: `base=quickstart|imagenet|imagenet_v2` (the offline
+digits proxy, ImageNet with the reference recipe at B0's 224 pixels, or with EfficientNetV2-B0's
+settings at its 224-pixel evaluation size) and `baseline=` a key of `scaling.BASELINES`
+(`efficientnet-b0`, `mobilenetv2`, `efficientnetv2-base`, ...: the network scaled,
+`config.train.model.baseline`; by default the base config's own, B0's or V2-B0's), plus the file's
+own keys. On ImageNet the runs take the baseline's batch-norm momentum (0.99; EfficientNetV2: 0.9).
+
+    python sweep.py --config=configs/scaling/compound.py:base=imagenet_v2,phi=1 --workdir=/runs/v2_phi1
 """
 
 from typing import Optional
@@ -12,6 +17,7 @@ from typing import Optional
 import ml_collections
 
 from configs import imagenet, quickstart
+from efficientnet_jax import scaling
 
 # The offline proxy trains each run for this many epochs of the 1,437 digits (about 220 steps):
 # enough to rank the runs, short enough for a grid on a laptop CPU. Over so few steps the reference's
@@ -27,6 +33,7 @@ QUICKSTART_PROXY_BATCH_NORM_MOMENTUM = 0.9
 BASES = {
     "quickstart": ("configs/quickstart.py", quickstart.get_config, 4),
     "imagenet": ("configs/imagenet.py:b0", lambda: imagenet.get_config("b0"), 8),
+    "imagenet_v2": ("configs/imagenet.py:v2-b0", lambda: imagenet.get_config("v2-b0"), 8),
 }
 
 
@@ -64,7 +71,10 @@ def get_config(method: str, base: str, baseline: str) -> ml_collections.ConfigDi
     config.sweep.metric = "eval_ema_top1"  # what the report ranks runs by (EMA weights, as the reference)
 
     config.train = train_config()
+    baseline = baseline or scaling.variant_coefficients(config.train.model.variant).baseline
     config.train.model.baseline = baseline
+    if base != "quickstart" and baseline in scaling.BASELINES:  # an unknown one: validate_sweep names it
+        config.train.model.batch_norm_momentum = scaling.BASELINES[baseline].batch_norm_momentum
     if base == "quickstart":
         config.train.num_epochs = QUICKSTART_PROXY_EPOCHS
         config.train.model.batch_norm_momentum = QUICKSTART_PROXY_BATCH_NORM_MOMENTUM

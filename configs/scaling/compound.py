@@ -15,9 +15,7 @@ PAPER_COEFFICIENTS = {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}  # the paper's g
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = common.parse_arg(
-        arg, {"base": "quickstart", "baseline": "efficientnet-b0", "phi": "", **PAPER_COEFFICIENTS}
-    )
+    args = common.parse_arg(arg, {"base": "quickstart", "baseline": "", "phi": "", **PAPER_COEFFICIENTS})
     config = common.get_config("compound", args["base"], args["baseline"])
     config.sweep.phis = (common.as_float("phi", args["phi"]),) if args["phi"] else DEFAULT_PHIS
     config.sweep.alpha = args["alpha"]  # depth

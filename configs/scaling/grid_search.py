@@ -12,9 +12,7 @@ from configs.scaling import common
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = common.parse_arg(
-        arg, {"base": "quickstart", "baseline": "efficientnet-b0", "target": 2.0, "tolerance": 0.05}
-    )
+    args = common.parse_arg(arg, {"base": "quickstart", "baseline": "", "target": 2.0, "tolerance": 0.05})
     config = common.get_config("grid_search", args["base"], args["baseline"])
     # Five points satisfy the constraint: depth, width or resolution alone (2.0, 1, 1), (1, 1.4, 1),
     # (1, 1, 1.4), the paper's (1.2, 1.1, 1.15) and (1.4, 1.1, 1.1). Widen the lists for a finer search.

@@ -14,7 +14,7 @@ from configs.scaling import common
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, {"base": "quickstart", "baseline": "efficientnet-b0"})
+    args = common.parse_arg(arg, {"base": "quickstart", "baseline": ""})
     config = common.get_config("single_dimension", args["base"], args["baseline"])
     config.sweep.width_multipliers = (1.0, 1.4, 1.8, 2.6)
     config.sweep.depth_multipliers = (1.0, 2.0, 3.0, 4.0)
