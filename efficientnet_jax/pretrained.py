@@ -429,6 +429,10 @@ _FAMILIES = {
     "efficientnet-b0": "EfficientNet",
     "efficientnet-lite0": "EfficientNet-Lite",
     "efficientnet-edgetpu-s": "EfficientNet-EdgeTPU",
+    **dict.fromkeys(
+        ("efficientnetv2-base", "efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l", "efficientnetv2-xl"),
+        "EfficientNetV2",
+    ),
 }
 
 
