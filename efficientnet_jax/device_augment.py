@@ -33,8 +33,14 @@ op contributes (its table, its degenerate image, its matrix). Under `jax.vmap` o
 on a per-example index becomes a select that evaluates every branch, so each op slot costs every example
 one warp, one table gather, one blend and a cutout mask, plus their inputs (a histogram, the luma, a 3x3
 smoothing), instead of all 16 ops (five warps, six gathers, four blends) as a switch over the ops would.
-The alternative, `lax.map` over the examples, runs only the chosen branch but one example at a time;
-`benchmarks/device_augment.py` measures both (BENCHMARKS.md), and `augment_batch` uses `vmap`.
+The alternative, `lax.map` over the examples, runs only the chosen branch, one example at a time.
+`augment_batch` takes either (`batching`); `benchmarks/device_augment.py` measures both. On the CPU
+(2 cores, B0's 224 pixels, batch 32) `map` is 20-30x faster: AutoAugment 22 ms per batch against
+445 ms, RandAugment (2, 10) 19 ms against 584 ms (BENCHMARKS.md), since `vmap` pays for every family
+and XLA:CPU's batched gathers and scatters are slow. On GPU and TPU the choice is not measured yet (no
+accelerator was lent): `auto` keeps `vmap` there, because a loop over the examples runs small kernels
+(and, on a GPU, a host round trip per conditional) one example at a time, while `vmap` works on the
+whole batch at once.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from efficientnet_jax.augment_policies import (
 )
 
 VALID_AUGMENTS = (None, "autoaugment", "randaugment")
+BATCHINGS = ("auto", "vmap", "map")
 _CHANNEL_OFFSETS = np.arange(3, dtype=np.int32) * 256  # channel c's table starts at 256 c
 
 
@@ -87,8 +94,8 @@ def _autocontrast_table(image: jax.Array, argument: jax.Array) -> jax.Array:
     Exact rational arithmetic, floor(255 (v - lo) / (hi - lo)). PIL, and the host after it, truncate the
     float64 `v * scale - lo * scale` instead, which lands one level lower where the exact value is an
     integer and the float64 rounding falls below it: 12,094 of the 8,355,840 (lo, hi, v) entries (0.14%),
-    in 5,958 of the 32,640 (lo, hi) pairs; counted by `tests/test_device_augment.py`. This device has
-    no float64 to spare (TPUs have none), and the difference is at most one level.
+    in 5,958 of the 32,640 (lo, hi) pairs; counted by `tests/test_device_augment.py`. Accelerators
+    lack float64 (TPUs have none, GPUs run it many times slower), and the difference is one level.
     """
     del argument
     x = image.astype(jnp.int32)
@@ -262,7 +269,7 @@ def _warp(image: jax.Array, matrix: jax.Array) -> jax.Array:
     away from zero, pixels whose source falls outside the image filled. All five ops are affine, so
     the projective division is by 1 and left out. Float32 evaluation order and sin/cos may differ
     from TensorFlow's by an ulp, which moves a source coordinate across a .5 tie only where it lies
-    within about 1e-4 of one (the tests bound where and how often).
+    very close to one (the tests check that no pixel further than 1e-3 from a tie differs).
     """
     height, width = image.shape[:2]
     y = jnp.arange(height, dtype=jnp.float32)[:, None]
@@ -348,7 +355,9 @@ def apply_op_by_index(
 
     `argument` is what the host's op takes (degrees, shear coefficient, pixels, bits, threshold,
     addition, enhance factor, cutout half-size; ignored by AutoContrast, Equalize, Invert), as float32;
-    `key` is used by Cutout only. Two levels of `lax.switch`, family then member (module docstring).
+    `key` is used by Cutout only. Two levels of `lax.switch`, family then member (module docstring);
+    the families an op does not belong to see a member index out of their range, which `lax.switch`
+    clamps, and the family switch discards their result.
     """
     argument = jnp.asarray(argument, jnp.float32)
     height, width = image.shape[:2]
@@ -371,17 +380,6 @@ def apply_op_by_index(
         return _cutout(image, argument, key)
 
     return lax.switch(jnp.asarray(_FAMILY_OF_OP)[op_index], [table_op, blend_op, affine_op, cutout_op])
-
-
-def apply_op(
-    image: jax.Array, name: str, argument: float | jax.Array, key: jax.Array | None = None
-) -> jax.Array:
-    """Applies op `name` with an explicit `argument` (as `apply_op_by_index`) to one image; `key` is needed
-    by Cutout only. Runs the same code as the policies."""
-    if name not in OP_NAMES:
-        raise ValueError(f"Unknown augmentation op {name!r}; valid: {sorted(OP_NAMES)}")
-    key = jax.random.key(0) if key is None else key
-    return apply_op_by_index(image, OP_NAMES.index(name), argument, key)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -555,18 +553,34 @@ def example_keys(key: jax.Array, step: jax.Array | int, example_indices: jax.Arr
     return jax.vmap(lambda index: jax.random.fold_in(step_key, index))(example_indices)
 
 
+def resolve_batching(batching: str) -> str:
+    """`batching` ("auto", "vmap", "map") as `augment_batch` runs it on the default backend: "auto" is
+    "map" on the CPU, where it was measured 20-30x faster, and "vmap" elsewhere (module docstring)."""
+    if batching not in BATCHINGS:
+        raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
+    if batching == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return batching
+
+
 def augment_batch(
     images: jax.Array,
     keys: jax.Array,
     augment: str | None,
     randaugment_num_layers: int = 2,
     randaugment_magnitude: float = 10.0,
+    batching: str = "auto",
 ) -> jax.Array:
     """`augment_example` on every example of a uint8 batch [N, H, W, 3], with its key of `keys` [N]
-    (`example_keys`), vectorised with `jax.vmap` (module docstring: what that costs and why)."""
+    (`example_keys`): vectorised with `jax.vmap`, or one example after another with `lax.map`
+    (`resolve_batching`). Both give the same images; they differ in speed only."""
     if images.dtype != jnp.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"augment_batch expects uint8 images [N, H, W, 3], got {images.dtype}{images.shape}")
     _check_policy(augment, randaugment_num_layers, randaugment_magnitude)
-    return jax.vmap(
-        lambda image, key: augment_example(image, key, augment, randaugment_num_layers, randaugment_magnitude)
-    )(images, keys)
+
+    def one_example(image: jax.Array, key: jax.Array) -> jax.Array:
+        return augment_example(image, key, augment, randaugment_num_layers, randaugment_magnitude)
+
+    if resolve_batching(batching) == "vmap":
+        return jax.vmap(one_example)(images, keys)
+    return lax.map(lambda example: one_example(*example), (images, keys))

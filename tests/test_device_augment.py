@@ -270,19 +270,24 @@ def test_flip_is_a_fair_mirror(china):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _augment_step(augment: str):
+def _augment_step(augment: str, batching: str):
     """The batched augmentation as a train step would call it: (images, step, example indices), the
     step an int32 array as the train state's."""
     return jax.jit(
         lambda images, step, indices: D.augment_batch(
-            images, D.example_keys(KEY, step, indices), augment, RA_LAYERS, RA_MAGNITUDE
+            images, D.example_keys(KEY, step, indices), augment, RA_LAYERS, RA_MAGNITUDE, batching
         )
     )
 
 
 @pytest.fixture(scope="module")
 def augment_steps():
-    return {augment: _augment_step(augment) for augment in ("autoaugment", "randaugment")}
+    """Per (policy, batching), compiled once for the module; "auto" is "map" on the CPU."""
+    return {
+        (augment, batching): _augment_step(augment, batching)
+        for augment in ("autoaugment", "randaugment")
+        for batching in ("vmap", "map")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -307,10 +312,11 @@ def _one_example_reference(image: np.ndarray, key: jax.Array, augment: str) -> n
     return image
 
 
+@pytest.mark.parametrize("batching", ["vmap", "map"])
 @pytest.mark.parametrize("augment", ["autoaugment", "randaugment"])
-def test_batch_applies_each_examples_choices(augment_steps, batch, augment):
+def test_batch_applies_each_examples_choices(augment_steps, batch, augment, batching):
     step = 3
-    out = np.asarray(augment_steps[augment](batch, jnp.int32(step), jnp.arange(BATCH)))
+    out = np.asarray(augment_steps[augment, batching](batch, jnp.int32(step), jnp.arange(BATCH)))
     keys = _keys(BATCH, step)
     for i in range(BATCH):
         np.testing.assert_array_equal(
@@ -321,7 +327,7 @@ def test_batch_applies_each_examples_choices(augment_steps, batch, augment):
 
 @pytest.mark.parametrize("augment", ["autoaugment", "randaugment"])
 def test_same_key_step_and_index_same_augmentation_in_any_batch(augment_steps, batch, augment):
-    step_fn = augment_steps[augment]
+    step_fn = augment_steps[augment, "vmap"]
     indices = jnp.arange(BATCH)
     out = np.asarray(step_fn(batch, jnp.int32(5), indices))
     np.testing.assert_array_equal(
@@ -341,7 +347,7 @@ def test_no_recompilation_after_the_first_step(augment_steps, batch):
         if event == "/jax/core/compile/backend_compile_duration":
             compiles.append(event)
 
-    step_fn = augment_steps["randaugment"]
+    step_fn = augment_steps["randaugment", "map"]
     jax.block_until_ready(step_fn(batch, jnp.int32(0), jnp.arange(BATCH)))
     jax.monitoring.register_event_duration_secs_listener(record)
     try:
@@ -361,6 +367,9 @@ def test_errors_name_the_config_field_and_none_only_flips(batch):
         D.augment_batch(batch.astype(np.float32), _keys(BATCH), None)
     with pytest.raises(ValueError, match="v0"):
         D.autoaugment_choices(KEY, "v3")
+    with pytest.raises(ValueError, match="batching"):
+        D.augment_batch(batch, _keys(BATCH), None, batching="pmap")
+    assert D.resolve_batching("auto") == "map"  # on the CPU (module docstring)
     keys = _keys(2)
     out = np.asarray(D.augment_batch(batch[:2], keys, None))
     for i in range(2):
