@@ -35,9 +35,10 @@ one warp, one table gather, one blend and a cutout mask, plus their inputs (a hi
 smoothing), instead of all 16 ops (five warps, six gathers, four blends) as a switch over the ops would.
 The alternative, `lax.map` over the examples, runs only the chosen branch, one example at a time.
 `augment_batch` takes either (`batching`); `benchmarks/device_augment.py` measures both. On the CPU
-(2 cores, B0's 224 pixels, batch 32) `map` is 20-30x faster: AutoAugment 22 ms per batch against
-445 ms, RandAugment (2, 10) 19 ms against 584 ms (BENCHMARKS.md), since `vmap` pays for every family
-and XLA:CPU's batched gathers and scatters are slow. On GPU and TPU the choice is not measured yet (no
+(2 cores, B0's 224 pixels, batch 32) `map` is 20-30x faster: AutoAugment 22.5 ms per batch against
+510 ms, RandAugment (2, 10) 20.8 ms against 528 ms (BENCHMARKS.md): `vmap` pays for every family,
+and XLA:CPU runs their fused select slower than its parts (profiled once: one op slot on 32 random
+224-pixel images took 360 ms, its pieces about 90 ms timed one by one). On GPU and TPU the choice is not measured yet (no
 accelerator was lent): `auto` keeps `vmap` there, because a loop over the examples runs small kernels
 (and, on a GPU, a host round trip per conditional) one example at a time, while `vmap` works on the
 whole batch at once.
@@ -553,13 +554,14 @@ def example_keys(key: jax.Array, step: jax.Array | int, example_indices: jax.Arr
     return jax.vmap(lambda index: jax.random.fold_in(step_key, index))(example_indices)
 
 
-def resolve_batching(batching: str) -> str:
+def resolve_batching(batching: str, augment: str | None) -> str:
     """`batching` ("auto", "vmap", "map") as `augment_batch` runs it on the default backend: "auto" is
-    "map" on the CPU, where it was measured 20-30x faster, and "vmap" elsewhere (module docstring)."""
+    "map" for a policy on the CPU, where it was measured 20-30x faster, else "vmap" (module docstring;
+    the flip alone has no switch for `vmap` to turn into a select, and was measured 2x faster with it)."""
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
     if batching == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
+        return "map" if augment is not None and jax.default_backend() == "cpu" else "vmap"
     return batching
 
 
@@ -581,6 +583,6 @@ def augment_batch(
     def one_example(image: jax.Array, key: jax.Array) -> jax.Array:
         return augment_example(image, key, augment, randaugment_num_layers, randaugment_magnitude)
 
-    if resolve_batching(batching) == "vmap":
+    if resolve_batching(batching, augment) == "vmap":
         return jax.vmap(one_example)(images, keys)
     return lax.map(lambda example: one_example(*example), (images, keys))

@@ -369,7 +369,8 @@ def test_errors_name_the_config_field_and_none_only_flips(batch):
         D.autoaugment_choices(KEY, "v3")
     with pytest.raises(ValueError, match="batching"):
         D.augment_batch(batch, _keys(BATCH), None, batching="pmap")
-    assert D.resolve_batching("auto") == "map"  # on the CPU (module docstring)
+    assert D.resolve_batching("auto", "randaugment") == "map"  # on the CPU (module docstring)
+    assert D.resolve_batching("auto", None) == "vmap"
     keys = _keys(2)
     out = np.asarray(D.augment_batch(batch[:2], keys, None))
     for i in range(2):
