@@ -143,7 +143,7 @@ def test_autocontrast_table_differs_from_pil_float64_only_by_its_rounding():
 # Geometric ops: nearest neighbour in float32 on both sides, but XLA's and TensorFlow's float32 may
 # differ by an ulp (sin/cos, fused multiply-add), which moves a source coordinate across a rounding tie
 # only where it lies within 1e-3 of one. So: pixels away from ties (the numpy warp's tie mask) agree
-# exactly, and at most 1% of all pixels differ.
+# exactly, and at most 1% of all pixels differ. Measured on the CPU: no pixel differs at any argument.
 def _source_of(name: str, argument: float):
     if name == "Rotate":
         t = math.radians(argument)
