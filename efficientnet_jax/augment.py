@@ -28,33 +28,33 @@ of the function concerned says so:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-# Levels are expressed out of this value; larger magnitudes (B5: 17, B7: 28) extrapolate linearly.
-MAX_LEVEL = 10.0
-# Grey fill for pixels uncovered by geometric ops and for the cutout square (reference: [128, 128, 128]),
-# so that empty areas look like the dataset's average rather than black.
-FILL_VALUE = 128
+from efficientnet_jax.augment_policies import (
+    AUTOAUGMENT_CONSTANTS,
+    ENHANCE_FACTOR_AT_LEVEL_0,
+    ENHANCE_FACTOR_RANGE,
+    FILL_VALUE,
+    MAX_LEVEL,
+    POLICIES,
+    POSTERIZE_BITS_RANGE,
+    RANDAUGMENT_CONSTANTS,
+    RANDAUGMENT_OPS,
+    ROTATE_DEGREES_RANGE,
+    SHEAR_RANGE,
+    SOLARIZE_ADD_RANGE,
+    SOLARIZE_THRESHOLD_RANGE,
+    PolicyConstants,
+    SubPolicy,
+)
+
 # Fixed rather than "auto_select", so a given seed gives the same draws on every device.
 RNG_ALG = "philox"
 
 TensorLike = Union[tf.Tensor, float, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyConstants:
-    """Per-policy pixel constants of the reference (`augmentation_hparams`)."""
-
-    cutout_const: int  # cutout half-size in pixels at level MAX_LEVEL
-    translate_const: int  # translation in pixels at level MAX_LEVEL
-
-
-AUTOAUGMENT_CONSTANTS = PolicyConstants(cutout_const=100, translate_const=250)
-RANDAUGMENT_CONSTANTS = PolicyConstants(cutout_const=40, translate_const=100)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -326,13 +326,13 @@ def _no_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tupl
 def _rotate_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
     """+-30 degrees at MAX_LEVEL."""
     del consts
-    return (_randomly_negate(level / MAX_LEVEL * 30.0, seed),)
+    return (_randomly_negate(level / MAX_LEVEL * ROTATE_DEGREES_RANGE, seed),)
 
 
 def _shear_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
     """Shear coefficient +-0.3 at MAX_LEVEL."""
     del consts
-    return (_randomly_negate(level / MAX_LEVEL * 0.3, seed),)
+    return (_randomly_negate(level / MAX_LEVEL * SHEAR_RANGE, seed),)
 
 
 def _translate_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
@@ -343,7 +343,7 @@ def _translate_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) 
 def _enhance_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
     """Blend factor: 0.1 at level 0, 1.9 at MAX_LEVEL, 5.14 at M=28 (Color/Contrast/Brightness/Sharpness)."""
     del seed, consts
-    return (level / MAX_LEVEL * 1.8 + 0.1,)
+    return (level / MAX_LEVEL * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,)
 
 
 def _posterize_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
@@ -355,7 +355,7 @@ def _posterize_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) 
     (Checked on TF 2.21's CPU kernels; the reference ran the same ops inside tf.data on CPU.)
     """
     del seed, consts
-    bits = tf.cast(level / MAX_LEVEL * 4.0, tf.int32)
+    bits = tf.cast(level / MAX_LEVEL * POSTERIZE_BITS_RANGE, tf.int32)
     return (tf.where((bits >= 1) & (bits <= 8), bits, 1),)
 
 
@@ -367,13 +367,13 @@ def _solarize_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -
     M=17 gives 435 -> 179, M=28 gives 716 -> 204 (see google-research/big_vision#110). Reproduced here.
     """
     del seed, consts
-    return (tf.math.floormod(tf.cast(level / MAX_LEVEL * 256.0, tf.int32), 256),)
+    return (tf.math.floormod(tf.cast(level / MAX_LEVEL * SOLARIZE_THRESHOLD_RANGE, tf.int32), 256),)
 
 
 def _solarize_add_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
     """Addition int(level / 10 * 110) to pixels below 128 (computed in int64 by the reference: no wrap)."""
     del seed, consts
-    return (tf.cast(level / MAX_LEVEL * 110.0, tf.int32),)
+    return (tf.cast(level / MAX_LEVEL * SOLARIZE_ADD_RANGE, tf.int32),)
 
 
 def _cutout_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
@@ -401,46 +401,6 @@ OPS: Mapping[str, Tuple[Callable[..., tf.Tensor], ArgsFn]] = {
     "Cutout": (cutout, _cutout_args),
 }
 
-# The reference's RandAugment list, in its order (the op index drawn per layer indexes this tuple).
-RANDAUGMENT_OPS: Tuple[str, ...] = (
-    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
-    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd",
-)  # fmt: skip
-
-# AutoAugment sub-policies: ((op, probability, level), (op, probability, level)), applied in order.
-SubPolicy = Tuple[Tuple[str, float, int], ...]
-POLICIES: Mapping[str, Tuple[SubPolicy, ...]] = {
-    # Policy v0 of the AutoAugment paper, as used for EfficientNet.
-    "v0": (
-        (("Equalize", 0.8, 1), ("ShearY", 0.8, 4)),
-        (("Color", 0.4, 9), ("Equalize", 0.6, 3)),
-        (("Color", 0.4, 1), ("Rotate", 0.6, 8)),
-        (("Solarize", 0.8, 3), ("Equalize", 0.4, 7)),
-        (("Solarize", 0.4, 2), ("Solarize", 0.6, 2)),
-        (("Color", 0.2, 0), ("Equalize", 0.8, 8)),
-        (("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)),
-        (("ShearX", 0.2, 9), ("Rotate", 0.6, 8)),
-        (("Color", 0.6, 1), ("Equalize", 1.0, 2)),
-        (("Invert", 0.4, 9), ("Rotate", 0.6, 0)),
-        (("Equalize", 1.0, 9), ("ShearY", 0.6, 3)),
-        (("Color", 0.4, 7), ("Equalize", 0.6, 0)),
-        (("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)),
-        (("Solarize", 0.6, 8), ("Color", 0.6, 9)),
-        (("Solarize", 0.2, 4), ("Rotate", 0.8, 9)),
-        (("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)),
-        (("ShearX", 0.0, 0), ("Solarize", 0.8, 4)),
-        (("ShearY", 0.8, 0), ("Color", 0.6, 4)),
-        (("Color", 1.0, 0), ("Rotate", 0.6, 2)),
-        (("Equalize", 0.8, 4), ("Equalize", 0.0, 8)),
-        (("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)),
-        (("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)),
-        (("Posterize", 0.8, 2), ("Solarize", 0.6, 10)),
-        (("Solarize", 0.6, 8), ("Equalize", 0.6, 1)),
-        (("Color", 0.8, 6), ("Rotate", 0.4, 5)),
-    ),
-    # The reference's debugging policy.
-    "test": ((("TranslateX", 1.0, 4), ("Equalize", 1.0, 10)),),
-}
 
 _OP_NAMES: Tuple[str, ...] = tuple(OPS)
 VALID_AUGMENTS = (None, "autoaugment", "randaugment")

@@ -15,28 +15,31 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
-from sklearn.datasets import load_sample_image  # noqa: E402
 
 from efficientnet_jax import augment as A  # noqa: E402
+from tests.augmentation_helpers import (
+    PHOTOGRAPHS,
+    H,
+    W,
+    assert_autoaugment_choice_statistics,
+    assert_uniform_choices,
+    load_photograph,
+    nearest_warp,
+)
 
-H, W = 64, 96  # downscaled photographs keep the whole file fast
 SEED = tf.constant([1234, 5678], tf.int64)
 ENHANCE_FACTORS = [0.0, 0.1, 0.5, 1.0, 1.9, 2.8, 5.14]  # 0.1 = level 0, 1.9 = level 10, 5.14 = M=28
 LEVELS = [0, 1, 5, 10, 17, 28]
 
 
-def _load(name: str) -> np.ndarray:
-    return np.asarray(Image.fromarray(load_sample_image(name)).resize((W, H), Image.BILINEAR))
-
-
-@pytest.fixture(scope="module", params=["china.jpg", "flower.jpg"])
+@pytest.fixture(scope="module", params=PHOTOGRAPHS)
 def photo(request) -> np.ndarray:
-    return _load(request.param)
+    return load_photograph(request.param)
 
 
 @pytest.fixture(scope="module")
 def china() -> np.ndarray:
-    return _load("china.jpg")
+    return load_photograph("china.jpg")
 
 
 def _np(x) -> np.ndarray:
@@ -132,24 +135,6 @@ def test_solarize_add_matches_numpy(photo, addition):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _np_warp(image: np.ndarray, source_xy) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-neighbour inverse warp with fill 128: output (y, x) <- input at source_xy(x, y).
-
-    Also returns the pixels whose source coordinate sits within 1e-3 of a rounding tie (x.5): there the
-    float32 kernel may legitimately pick either neighbour, so comparisons skip them.
-    """
-    h, w = image.shape[:2]
-    y, x = np.mgrid[0:h, 0:w]
-    sx, sy = (np.asarray(v, np.float64) for v in source_xy(x, y))
-    rx = np.floor(sx + 0.5).astype(np.int64)
-    ry = np.floor(sy + 0.5).astype(np.int64)
-    valid = (rx >= 0) & (rx < w) & (ry >= 0) & (ry < h)
-    out = np.full_like(image, 128)
-    out[valid] = image[ry[valid], rx[valid]]
-    tie = (np.abs(sx - np.floor(sx) - 0.5) < 1e-3) | (np.abs(sy - np.floor(sy) - 0.5) < 1e-3)
-    return out, tie
-
-
 def _assert_warp_equal(out: np.ndarray, expected: np.ndarray, tie: np.ndarray) -> None:
     assert tie.mean() < 0.2  # the comparison still covers most pixels (0.3 * y ties on every 10th row)
     np.testing.assert_array_equal(out[~tie], expected[~tie])
@@ -171,8 +156,8 @@ def test_translate_is_shift_with_grey_fill(photo, pixels):
 
 @pytest.mark.parametrize("level", [-0.84, -0.3, 0.09, 0.21, 0.3])
 def test_shear_matches_numpy(photo, level):
-    _assert_warp_equal(_np(A.shear_x(photo, level)), *_np_warp(photo, lambda x, y: (x + level * y, y)))
-    _assert_warp_equal(_np(A.shear_y(photo, level)), *_np_warp(photo, lambda x, y: (x, level * x + y)))
+    _assert_warp_equal(_np(A.shear_x(photo, level)), *nearest_warp(photo, lambda x, y: (x + level * y, y)))
+    _assert_warp_equal(_np(A.shear_y(photo, level)), *nearest_warp(photo, lambda x, y: (x, level * x + y)))
 
 
 def test_rotate_quarter_turns_are_exact(china):
@@ -186,7 +171,7 @@ def test_rotate_quarter_turns_are_exact(china):
 def test_rotate_matches_numpy_about_centre(photo, degrees):
     t = math.radians(degrees)
     cx, cy = (W - 1) / 2.0, (H - 1) / 2.0
-    expected, tie = _np_warp(
+    expected, tie = nearest_warp(
         photo,
         lambda x, y: (
             math.cos(t) * (x - cx) - math.sin(t) * (y - cy) + cx,
@@ -336,31 +321,13 @@ def _over_seeds(fn, n: int):
 
 def test_randaugment_picks_ops_uniformly():
     n, layers = 3000, 2
-    picks = _np(_over_seeds(lambda s: A.randaugment_op_indices(s, layers), n)).ravel()
-    counts = np.bincount(picks, minlength=16)
-    expected = n * layers / 16
-    chi2 = ((counts - expected) ** 2 / expected).sum()
-    assert counts.size == 16 and counts.min() > 0
-    assert chi2 < 37.7, counts  # chi-square, 15 dof, p = 0.001
+    assert_uniform_choices(_np(_over_seeds(lambda s: A.randaugment_op_indices(s, layers), n)), 16)
 
 
 def test_autoaugment_subpolicies_uniform_and_ops_at_their_probabilities():
     n = 5000
     index, applied = (_np(x) for x in _over_seeds(A.autoaugment_choices, n))
-    policy = A.POLICIES["v0"]
-    counts = np.bincount(index, minlength=25)
-    expected = n / 25
-    assert counts.size == 25 and ((counts - expected) ** 2 / expected).sum() < 51.2  # 24 dof, p = 0.001
-    for k, sub in enumerate(policy):
-        chosen = applied[index == k]
-        for slot, (_, prob, _) in enumerate(sub):
-            freq = chosen[:, slot].mean()
-            tolerance = 4.5 * math.sqrt(prob * (1 - prob) / len(chosen))
-            assert abs(freq - prob) <= tolerance + 1e-12, (k, slot, freq, prob)
-    # The two slots are drawn independently: P(both) ~ p0 * p1 over sub-policies with p in (0, 1).
-    p = np.array([[q for _, q, _ in sub] for sub in policy])[index]
-    both = applied.all(axis=1).mean()
-    assert abs(both - (p[:, 0] * p[:, 1]).mean()) < 0.03
+    assert_autoaugment_choice_statistics(index, applied, A.POLICIES["v0"])
 
 
 # Ops whose result does not depend on the op seed (no random sign, no random position).
