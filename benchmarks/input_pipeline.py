@@ -24,7 +24,7 @@ from absl import app, flags
 
 from benchmarks.machine import cpu_model
 from configs import default
-from efficientnet_jax import input_pipeline
+from efficientnet_jax import configuration, input_pipeline
 
 # (height, width) of typical ImageNet photographs (the median is about 375x500).
 SOURCE_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500))
@@ -66,7 +66,9 @@ def train_batches(
     sources = tf.data.Dataset.from_tensor_slices(list(jpegs)).repeat().take(num_images).enumerate()
     examples = sources.map(lambda index, image: (index, {"image": image, "label": index % 1000}))
     epoch_seed = tf.constant([config.seed, 0], tf.int64)
-    ds = input_pipeline.preprocess_train_examples(examples, epoch_seed, config)
+    ds = input_pipeline.preprocess_train_examples(
+        examples, epoch_seed, config, configuration.resolve_input_normalization(config)
+    )
     ds = ds.batch(BATCH_SIZE).prefetch(2)
     options = tf.data.Options()
     options.deterministic = True

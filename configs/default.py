@@ -52,6 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.randaugment_num_layers = 2
     config.randaugment_magnitude = 10.0
     config.skip_corrupt_images = True  # undecodable train images: skip and count (False: raise)
+    # (pixels - mean) / std of the network's inputs. None follows the weights: the normalisation saved
+    # with config.init_checkpoint (or the checkpoint eval.py evaluates, or resumed), else the variant's
+    # (ImageNet's mean/std for B0-B7; 127/128 for Lite and EdgeTPU). Or 'imagenet' | 'edge' (127/128) |
+    # 'signed_unit' ([-1, 1], AdvProp weights) | explicit 'mean=R,G,B std=R,G,B' of pixels in [0, 255].
+    config.input_normalization = config_dict.placeholder(str)
 
     # Optimisation (global batch over all hosts and devices).
     config.batch_size = 2048  # the reference code's default; the paper used 4096

@@ -2,7 +2,8 @@
 (a workdir, a step directory, the weight converter's output), and reading only chosen weights.
 
 A checkpoint is a step directory `<workdir>/checkpoints/<step>/` with the items `state` (the
-TrainState) and `model` (the ModelSpec as JSON). Only the coordinator (process 0) touches the
+TrainState) and `model` (a `ModelRecord` as JSON: the ModelSpec, the input normalisation the weights
+expect, the eval crop, the class names). Only the coordinator (process 0) touches the
 files; what it read is broadcast to the other hosts, so shared and host-local file systems behave
 alike. Saves are asynchronous: the step loop only waits for the device-to-host copy.
 """
@@ -15,7 +16,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +26,16 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import ModelSpec, StageSpec
+from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec, StageSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
 DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume
 FINAL_METRICS_FILE = "final_metrics.json"  # written by train_and_evaluate when the job ends
 # The TrainState fields holding the variables evaluated with each choice of --weights.
 WEIGHT_FIELDS = {"ema": ("ema_params", "ema_batch_stats"), "raw": ("params", "batch_stats")}
+# The eval crop of the released checkpoints (padding 32 at every resolution): what a checkpoint that
+# does not record its own was evaluated with.
+REFERENCE_EVAL_CROP_PADDING = 32
 
 T = TypeVar("T")
 
@@ -66,6 +70,76 @@ def complete_saved_spec(saved: dict[str, Any]) -> dict[str, Any]:
     }
     completed["stages"] = [{**stage_defaults, **stage} for stage in completed["stages"]]
     return completed
+
+
+def spec_from_json(saved: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec a saved spec describes (`complete_saved_spec`), to build the network from the
+    checkpoint alone."""
+    completed = complete_saved_spec(saved)
+    stage_fields = {field.name for field in dataclasses.fields(StageSpec)}
+    stages = tuple(
+        StageSpec(**{key: value for key, value in stage.items() if key in stage_fields})
+        for stage in completed["stages"]
+    )
+    fields = {field.name: completed[field.name] for field in dataclasses.fields(ModelSpec)}
+    return ModelSpec(**{**fields, "stages": stages})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """A checkpoint's `model` item: the network (a ModelSpec as JSON), the input normalisation its
+    weights were trained with, the eval crop padding of its job and, when its dataset names them, its
+    class names. With it a checkpoint is usable without the config that wrote it (prediction.py).
+
+    Checkpoints written before a field existed read it as what they were made with: ImageNet's
+    normalisation (the only one the input pipeline applied), the reference's crop, no class names."""
+
+    spec: dict[str, Any]  # as saved: older specs lack newer fields (`complete_saved_spec`)
+    input_normalization: InputNormalization = IMAGENET_NORMALIZATION
+    eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING
+    class_names: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: ModelSpec,
+        input_normalization: InputNormalization,
+        eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING,
+        class_names: Sequence[str] | None = None,
+    ) -> ModelRecord:
+        names = None if class_names is None else tuple(class_names)
+        return cls(spec_to_json(spec), input_normalization, eval_crop_padding, names)
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec's fields, and beside them the record's own (no ModelSpec field bears their names)."""
+        record = {
+            **self.spec,
+            "input_normalization": dataclasses.asdict(self.input_normalization),
+            "eval_crop_padding": self.eval_crop_padding,
+        }
+        if self.class_names is not None:
+            record["class_names"] = list(self.class_names)
+        return json.loads(json.dumps(record))
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> ModelRecord:
+        spec = dict(saved)
+        normalization = spec.pop("input_normalization", None)
+        eval_crop_padding = spec.pop("eval_crop_padding", REFERENCE_EVAL_CROP_PADDING)
+        class_names = spec.pop("class_names", None)
+        return cls(
+            spec=spec,
+            input_normalization=(
+                IMAGENET_NORMALIZATION
+                if normalization is None
+                else InputNormalization(mean=tuple(normalization["mean"]), std=tuple(normalization["std"]))
+            ),
+            eval_crop_padding=eval_crop_padding,
+            class_names=None if class_names is None else tuple(class_names),
+        )
+
+    def model_spec(self) -> ModelSpec:
+        return spec_from_json(self.spec)
 
 
 def describe_spec(description: dict[str, Any]) -> str:
@@ -193,14 +267,39 @@ def abstract_variables(spec: ModelSpec) -> dict[str, Any]:
     return jax.eval_shape(EfficientNet(spec).init, jax.random.key(0), images)
 
 
+def read_model_record(step_directory: str) -> ModelRecord:
+    """The `model` item of a step directory (on the calling process; see `read_input_normalization`)."""
+    return ModelRecord.from_json(read_items(step_directory, model=ocp.args.JsonRestore()).model)
+
+
+def normalization_to_array(normalization: InputNormalization) -> np.ndarray:
+    """The float64 values as int32 pairs: a broadcast between hosts would round float64 to float32
+    (JAX without x64), and every host must normalise with the same numbers as the checkpoint says."""
+    return np.array([normalization.mean, normalization.std], np.float64).view(np.int32)
+
+
+def normalization_from_array(array: np.ndarray) -> InputNormalization:
+    mean, std = np.asarray(array, np.int32).view(np.float64).tolist()
+    return InputNormalization(mean=tuple(mean), std=tuple(std))
+
+
+def read_input_normalization(step_directory: str) -> InputNormalization:
+    """The input normalisation the weights at `step_directory` were trained with, read by process 0
+    and given to every host."""
+    array = on_coordinator(
+        lambda: normalization_to_array(read_model_record(step_directory).input_normalization),
+        lambda: normalization_to_array(IMAGENET_NORMALIZATION),
+    )
+    return normalization_from_array(array)
+
+
 def read_variables(location: CheckpointLocation, spec: ModelSpec, weights: str) -> dict[str, Any]:
     """`{"params", "batch_stats"}` of the `weights` ('ema' or 'raw') stored at `location`, as host
     arrays, after checking that the checkpoint holds the model `spec` describes. Host arrays, because
     replicating them to the devices is one transfer, where device arrays cost a small compiled copy
     per leaf shape."""
     where = location.step_directory
-    saved_model = read_items(where, model=ocp.args.JsonRestore()).model
-    check_same_model(saved_model, spec, where)
+    check_same_model(read_model_record(where).spec, spec, where)
     params_field, stats_field = WEIGHT_FIELDS[weights]
     shapes = abstract_variables(spec)
     target = {params_field: shapes["params"], stats_field: shapes["batch_stats"]}
@@ -279,12 +378,13 @@ class Checkpointer:
             step = None if step < 0 else step
         return step
 
-    def save(self, step: int, state: Any, spec: ModelSpec) -> None:
-        """Starts an asynchronous save of a host-local (unreplicated) state. A failure of this save or
-        of the previous one (they surface here) raises CheckpointSaveError."""
+    def save(self, step: int, state: Any, model: ModelRecord) -> None:
+        """Starts an asynchronous save of a host-local (unreplicated) state, with the record of its
+        model. A failure of this save or of the previous one (they surface here) raises
+        CheckpointSaveError."""
         if self._manager:
             args = ocp.args.Composite(
-                state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(spec_to_json(spec))
+                state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(model.to_json())
             )
             with self._save_errors(step):
                 self._manager.save(step, args=args, force=True)
@@ -335,7 +435,7 @@ class Checkpointer:
             for step in sorted(self._manager.all_steps(), reverse=True):
                 where = os.path.join(self.directory, str(step))
                 try:
-                    check_same_model(read_items(where, model=ocp.args.JsonRestore()).model, spec, where)
+                    check_same_model(read_model_record(where).spec, spec, where)
                     state = read_items(where, state=ocp.args.StandardRestore(target)).state
                 except DamagedCheckpointError as error:
                     damaged.append((step, error))

@@ -1,18 +1,31 @@
-"""What a training config means, checked before anything runs: the model it describes and the
-rules its values must follow. Pure Python and Flax: no TensorFlow, no input pipeline."""
+"""What a training config means, checked before anything runs: the model it describes, the input
+normalisation it asks for, and the rules its values must follow. Pure Python and Flax: no
+TensorFlow, no input pipeline."""
 
 from __future__ import annotations
 
 import ml_collections
+from absl import logging
 
 from efficientnet_jax.model import create_model
 from efficientnet_jax.scaling import (
+    EDGE_NORMALIZATION,
+    IMAGENET_NORMALIZATION,
+    SIGNED_UNIT_NORMALIZATION,
+    InputNormalization,
     ModelSpec,
     baseline_fields,
     get_baseline,
     stages_from_block_strings,
     variant_coefficients,
 )
+
+# The normalisations `config.input_normalization` can name; scaling.py says which weights expect each.
+INPUT_NORMALIZATIONS = {
+    "imagenet": IMAGENET_NORMALIZATION,
+    "edge": EDGE_NORMALIZATION,
+    "signed_unit": SIGNED_UNIT_NORMALIZATION,
+}
 
 
 class ConfigError(ValueError):
@@ -62,6 +75,75 @@ def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) 
     return model.spec
 
 
+def parse_input_normalization(value: str) -> InputNormalization:
+    """A name of `INPUT_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one value each
+    stands for all three channels) of pixels in [0, 255]: the spelling `describe_input_normalization`
+    writes, so a normalisation printed by a job can be pasted back into a config."""
+    if value in INPUT_NORMALIZATIONS:
+        return INPUT_NORMALIZATIONS[value]
+    try:
+        fields = dict(part.split("=", 1) for part in value.split())
+        mean, std = (tuple(float(number) for number in fields.pop(key).split(",")) for key in ("mean", "std"))
+        if fields or {len(mean), len(std)} - {1, 3} or min(std) <= 0:
+            raise ValueError(value)
+    except (KeyError, ValueError) as error:
+        names = ", ".join(repr(name) for name in INPUT_NORMALIZATIONS)
+        raise ConfigError(
+            f"config.input_normalization={value!r} is neither one of {names} nor explicit values such as "
+            f"'mean=127.5 std=127.5' or 'mean=123.7,116.3,103.5 std=58.4,57.1,57.4' (pixels in [0, 255], "
+            f"std > 0); set one of those, or leave it unset to follow the weights."
+        ) from error
+    return InputNormalization(mean=mean * (3 // len(mean)), std=std * (3 // len(std)))
+
+
+def describe_input_normalization(normalization: InputNormalization) -> str:
+    """Its name in `INPUT_NORMALIZATIONS`, or its values as `parse_input_normalization` reads them."""
+    for name, known in INPUT_NORMALIZATIONS.items():
+        if normalization == known:
+            return name
+    mean, std = (",".join(map(repr, values)) for values in (normalization.mean, normalization.std))
+    return f"mean={mean} std={std}"
+
+
+def configured_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization | None:
+    """`config.input_normalization` parsed; None when unset (None, or '' from a command line)."""
+    value = config.get("input_normalization")
+    return parse_input_normalization(value) if value else None
+
+
+def baseline_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization:
+    """What the released weights of the config's baseline network expect (`scaling.Baseline`): the
+    normalisation of a network trained from scratch, when the config names none."""
+    try:
+        own_baseline = variant_coefficients(config.model.variant).baseline
+        return get_baseline(config.model.baseline or own_baseline).normalization
+    except ValueError as error:
+        raise ConfigError(f"config.model: {error}") from error
+
+
+def resolve_input_normalization(
+    config: ml_collections.ConfigDict,
+    weights_normalization: InputNormalization | None = None,
+    weights_source: str = "",
+) -> InputNormalization:
+    """The normalisation a job feeds its network: `config.input_normalization` when set, else the one
+    the job's starting or evaluated weights were trained with (`weights_normalization`, saved with
+    the checkpoint at `weights_source`), else the baseline's. A set value that differs from the
+    weights' is used as asked, with a warning: evaluating or fine-tuning weights on inputs they were
+    not trained on costs accuracy without failing."""
+    configured = configured_input_normalization(config)
+    if configured is None:
+        return weights_normalization or baseline_input_normalization(config)
+    if weights_normalization is not None and configured != weights_normalization:
+        logging.warning(
+            "config.input_normalization=%s differs from %s, the normalisation the weights of %s were trained "
+            "with; using %s as set. Unset config.input_normalization to follow the weights.",
+            describe_input_normalization(configured), describe_input_normalization(weights_normalization),
+            weights_source, describe_input_normalization(configured),
+        )
+    return configured
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     positive = ("batch_size", "eval_batch_size", "image_size", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints")
@@ -70,6 +152,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} must be positive, got {config[key]}.")
     if config.num_train_steps is None and config.num_epochs <= 0:
         raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}.")
+    configured_input_normalization(config)
     validate_fine_tuning(config)
 
 

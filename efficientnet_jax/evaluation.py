@@ -6,7 +6,8 @@ efficientnet_jax.pretrained`. Evaluation restores from `state` only the two coll
 (orbax partial restore): it reads neither the optimizer state nor the other weights, so it works
 whatever optimizer wrote the checkpoint. Batches come from the config's eval pipeline (padded and
 masked) and go through `steps.eval_step` pmapped over every local device, whose sums are psummed
-over all hosts, so every example of the split counts exactly once.
+over all hosts, so every example of the split counts exactly once. The images are normalised as the
+checkpoint's weights were trained (its saved normalisation) unless the config sets another.
 
 Only process 0 reads checkpoint files and writes results; what it read is broadcast to the other
 hosts, as in checkpointing.py.
@@ -26,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import checkpointing, input_pipeline, steps
+from efficientnet_jax import checkpointing, configuration, input_pipeline, steps
 from efficientnet_jax.checkpointing import (
     CHECKPOINTS_DIRECTORY,
     FINAL_METRICS_FILE,
@@ -47,6 +48,7 @@ class Evaluator:
     def __init__(self, config: ml_collections.ConfigDict, split: Optional[str] = None):
         self.config = config
         self.split = split or config.eval_split
+        configuration.configured_input_normalization(config)  # a bad value fails before anything is read
         num_classes = input_pipeline.get_builder(config).info.features["label"].num_classes
         self.spec = model_spec_from_config(config, num_classes)
         self._p_eval_step = steps.pmap_eval_step(EfficientNet(self.spec))
@@ -67,10 +69,15 @@ class Evaluator:
 
     def evaluate(self, location: CheckpointLocation, weights: str) -> dict[str, Any]:
         """top1, top5, loss (mean, no label smoothing), num_examples, step, weights, split,
-        checkpoint, images_per_second."""
+        checkpoint, input_normalization (its name, or its values), images_per_second."""
         if weights not in WEIGHT_FIELDS:
             raise ValueError(f"weights must be one of {sorted(WEIGHT_FIELDS)}, got {weights!r}.")
-        batches, _ = input_pipeline.create_eval_iterator(self.config, self.split)  # checks split and batch first
+        where = location.step_directory
+        normalization = configuration.resolve_input_normalization(
+            self.config, checkpointing.read_input_normalization(where), where
+        )
+        # The split and the batch size are checked before the weights are read.
+        batches, _ = input_pipeline.create_eval_iterator(self.config, self.split, normalization=normalization)
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
             lambda: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)),
@@ -86,6 +93,7 @@ class Evaluator:
             "weights": weights,
             "split": self.split,
             "checkpoint": location.step_directory,
+            "input_normalization": configuration.describe_input_normalization(normalization),
             "images_per_second": metrics["num_examples"] / seconds,
         }
 

@@ -7,7 +7,9 @@ the new job's random ones; the classifier stays the new, randomly initialised on
 classes unless `config.keep_classifier` (the same classes, e.g. ImageNet at a higher resolution).
 Only the chosen weights are read (`checkpointing.read_variables`: EMA or raw, no optimizer state), so
 the source's optimizer and number of classes do not matter. The step, the optimizer state and the
-learning-rate schedule start afresh; the EMA starts at the loaded weights.
+learning-rate schedule start afresh; the EMA starts at the loaded weights. The input normalisation the
+checkpoint's weights were trained with comes along: unless the config sets one, the new job feeds
+the network the inputs it learnt on (configuration.resolve_input_normalization).
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from efficientnet_jax import checkpointing, optim
 from efficientnet_jax.checkpointing import CheckpointError, complete_saved_spec, spec_to_json
-from efficientnet_jax.scaling import ModelSpec
+from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec
 
 # The ModelSpec fields that shape the backbone's variables (checkpointing.check_same_model's, less
 # num_classes, which only shapes the classifier).
@@ -57,34 +58,40 @@ def check_same_backbone(saved: dict[str, Any], spec: ModelSpec, where: str) -> N
         )
 
 
-def read_pretrained(config: ml_collections.ConfigDict, spec: ModelSpec) -> Variables:
+def read_pretrained(
+    config: ml_collections.ConfigDict, spec: ModelSpec
+) -> tuple[Variables, InputNormalization]:
     """The variables a new job takes from config.init_checkpoint: every parameter but the classifier
     (and the classifier too with `config.keep_classifier`) and the batch-norm statistics, of the
-    `config.init_weights` weights, as host arrays. Read by process 0 and broadcast to every host;
-    a CheckpointError names what does not fit, before any model is compiled."""
+    `config.init_weights` weights, as host arrays; and the input normalisation they were trained
+    with. Read by process 0 and broadcast to every host; a CheckpointError names what does not fit,
+    before any model is compiled."""
     keep_classifier = config.keep_classifier
 
-    def read() -> Variables:
+    def read() -> tuple[Variables, np.ndarray]:
         location = checkpointing.locate_checkpoint(config.init_checkpoint)
         where = location.step_directory
-        saved = checkpointing.read_items(where, model=ocp.args.JsonRestore()).model  # the ModelSpec JSON
-        check_same_backbone(saved, spec, where)
-        if keep_classifier and saved["num_classes"] != spec.num_classes:
+        record = checkpointing.read_model_record(where)
+        check_same_backbone(record.spec, spec, where)
+        source_classes = record.spec["num_classes"]
+        if keep_classifier and source_classes != spec.num_classes:
             raise CheckpointError(
                 f"config.keep_classifier needs the classes of config.init_checkpoint={where} "
-                f"({saved['num_classes']}) to be the dataset's ({spec.num_classes}). Set "
+                f"({source_classes}) to be the dataset's ({spec.num_classes}). Set "
                 f"--config.keep_classifier=false to learn a new classifier."
             )
-        source_spec = dataclasses.replace(spec, num_classes=saved["num_classes"])
-        return transferred(
-            checkpointing.read_variables(location, source_spec, config.init_weights), keep_classifier
-        )
+        source_spec = dataclasses.replace(spec, num_classes=source_classes)
+        variables = checkpointing.read_variables(location, source_spec, config.init_weights)
+        normalization = checkpointing.normalization_to_array(record.input_normalization)
+        return transferred(variables, keep_classifier), normalization
 
-    def like() -> Variables:
+    def like() -> tuple[Variables, np.ndarray]:
         shapes = transferred(checkpointing.abstract_variables(spec), keep_classifier)
-        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        placeholder = checkpointing.normalization_to_array(IMAGENET_NORMALIZATION)
+        return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), placeholder
 
-    return checkpointing.on_coordinator(read, like)
+    variables, normalization = checkpointing.on_coordinator(read, like)
+    return variables, checkpointing.normalization_from_array(normalization)
 
 
 def transferred(variables: Variables, keep_classifier: bool) -> Variables:

@@ -42,6 +42,7 @@ from tensorflow.python.eager import context as tf_context
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment
 from efficientnet_jax.datasets import image_folder
+from efficientnet_jax.scaling import InputNormalization
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -58,9 +59,6 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 
 _hide_accelerators_from_tensorflow()
-
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 Batch = dict[str, np.ndarray]
 # A crop window as [offset_y, offset_x, height, width] (int32), the layout
@@ -313,10 +311,11 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
-def normalize(image: tf.Tensor) -> tf.Tensor:
-    """Maps uint8 RGB to the float32 input the reference models were trained on."""
+def normalize(image: tf.Tensor, normalization: InputNormalization) -> tf.Tensor:
+    """uint8 RGB to the float32 input the weights were trained on, `(pixels - mean) / std` per
+    channel: which mean and std is part of the weights (configuration.resolve_input_normalization)."""
     image = tf.cast(image, tf.float32)
-    return (image - tf.constant(MEAN_RGB)) / tf.constant(STDDEV_RGB)
+    return (image - tf.constant(normalization.mean, tf.float32)) / tf.constant(normalization.std, tf.float32)
 
 
 def maybe_augment(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
@@ -343,13 +342,13 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     return maybe_augment(image, augment_seed, config)
 
 
-def eval_image(image_bytes: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
-    """Reference eval preprocessing up to normalisation: uint8 [S, S, 3]."""
+def eval_image(image_bytes: tf.Tensor, *, image_size: int, crop_padding: int) -> tf.Tensor:
+    """Reference eval preprocessing up to normalisation: uint8 [S, S, 3]. The evaluation job and
+    prediction (prediction.py) both call it, so a checkpoint sees the same pixels in either."""
     image = decode_and_crop(
-        image_bytes,
-        lambda shape: center_crop_box(shape, image_size=config.image_size, padding=config.eval_crop_padding),
+        image_bytes, lambda shape: center_crop_box(shape, image_size=image_size, padding=crop_padding)
     )
-    return resize(image, config.image_size)
+    return resize(image, image_size)
 
 
 # ----------------------------------------------------------------------------
@@ -388,7 +387,10 @@ def _epoch_example_seed(seed: int, process_index: int, epoch: int) -> tf.Tensor:
 
 
 def preprocess_train_examples(
-    ds: tf.data.Dataset, epoch_seed: tf.Tensor, config: ml_collections.ConfigDict
+    ds: tf.data.Dataset,
+    epoch_seed: tf.Tensor,
+    config: ml_collections.ConfigDict,
+    normalization: InputNormalization,
 ) -> tf.data.Dataset:
     """(index, {"image": bytes, "label"}) -> {"image", "label", "index", "valid"}, one output per input.
 
@@ -406,7 +408,7 @@ def preprocess_train_examples(
     def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
         return {
-            "image": normalize(train_image(example["image"], seed, config)),
+            "image": normalize(train_image(example["image"], seed, config), normalization),
             "label": tf.cast(example["label"], tf.int32),
             "index": index,
             "valid": tf.constant(True),
@@ -473,6 +475,7 @@ def _train_epoch_dataset(
     builder: tfds.core.DatasetBuilder,
     shard: tfds.typing.SplitArg,
     config: ml_collections.ConfigDict,
+    normalization: InputNormalization,
     *,
     epoch: int,
     first_batch: int,
@@ -499,7 +502,7 @@ def _train_epoch_dataset(
     # Skipped examples are never decoded: resuming costs reading, not decoding.
     ds = ds.skip(first_batch * host_batch)
     epoch_seed = _epoch_example_seed(config.seed, process_index, epoch)
-    ds = preprocess_train_examples(ds, epoch_seed, config)
+    ds = preprocess_train_examples(ds, epoch_seed, config, normalization)
     ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_data_options())
@@ -545,6 +548,7 @@ def _check_decoded(batch: Batch, *, epoch: int, skip_corrupt: bool) -> Batch:
 def create_train_iterator(
     config: ml_collections.ConfigDict,
     *,
+    normalization: InputNormalization,
     start_step: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -552,9 +556,9 @@ def create_train_iterator(
 ) -> Iterator[Batch]:
     """Infinite iterator of this host's train batches, starting at `start_step`.
 
-    Yields {"image": float32 [local_devices, per_device, S, S, 3],
-    "label": int32 [local_devices, per_device]}. Batch k is the same whether
-    iteration started at 0 or at any step <= k.
+    Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
+    with `normalization`, "label": int32 [local_devices, per_device]}. Batch k
+    is the same whether iteration started at 0 or at any step <= k.
 
     An example whose image does not decode is, with config.skip_corrupt_images
     (default True), replaced in its batch by a copy of the batch's first valid
@@ -579,6 +583,7 @@ def create_train_iterator(
                 builder,
                 shard,
                 config,
+                normalization,
                 epoch=epoch,
                 first_batch=first_batch if epoch == start_epoch else 0,
                 steps=steps,
@@ -601,6 +606,7 @@ def _eval_dataset(
     builder: tfds.core.DatasetBuilder,
     split: str,
     config: ml_collections.ConfigDict,
+    normalization: InputNormalization,
     *,
     process_index: int,
     process_count: int,
@@ -624,7 +630,9 @@ def _eval_dataset(
     )
     ds = ds.map(
         lambda example: {
-            "image": eval_image(example["image"], config),
+            "image": eval_image(
+                example["image"], image_size=config.image_size, crop_padding=config.eval_crop_padding
+            ),
             "label": tf.cast(example["label"], tf.int32),
         },
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -634,7 +642,7 @@ def _eval_dataset(
         ds = ds.cache()
     ds = ds.map(
         lambda example: {
-            "image": normalize(example["image"]),
+            "image": normalize(example["image"], normalization),
             "label": example["label"],
             "mask": tf.constant(1.0, tf.float32),
         }
@@ -656,15 +664,17 @@ def create_eval_iterator(
     config: ml_collections.ConfigDict,
     split: str | None = None,
     *,
+    normalization: InputNormalization,
     process_index: int | None = None,
     process_count: int | None = None,
     local_device_count: int | None = None,
 ) -> tuple[Iterator[Batch], int]:
     """One pass over `split` (default config.eval_split) and its batch count.
 
-    Yields {"image": float32 [local_devices, per_device, S, S, 3],
-    "label": int32 [...], "mask": float32 [local_devices, per_device]}, mask 0
-    marking padding. Across hosts every example appears exactly once.
+    Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
+    with `normalization`, "label": int32 [...], "mask": float32
+    [local_devices, per_device]}, mask 0 marking padding. Across hosts every
+    example appears exactly once.
     """
     config_key = "config.eval_split" if split is None else "split"
     split = config.eval_split if split is None else split
@@ -678,6 +688,7 @@ def create_eval_iterator(
         builder,
         split,
         config,
+        normalization,
         process_index=process_index,
         process_count=process_count,
         local_device_count=local_device_count,
@@ -690,6 +701,7 @@ def create_eval_iterator(
             config.image_size,
             config.eval_crop_padding,
             config.eval_batch_size,
+            normalization,
             process_index,
             process_count,
             local_device_count,

@@ -825,11 +825,18 @@ def import_weights(
 # --- Command line: published weights to a checkpoint eval.py reads ---------------------------------
 
 
-def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> str:
+def write_checkpoint(
+    variables: Variables,
+    variant: str,
+    out_dir: PathLike,
+    normalization: scaling.InputNormalization | None = None,
+) -> str:
     """Saves imported weights as training's step-0 checkpoint (`<out_dir>/checkpoints/0/{state,model}`)
     and returns its step directory. The TrainState holds the weights both as the raw and as the EMA
     variables, so `eval.py --weights=ema` (the default) and `--weights=raw` agree, with a fresh
-    RMSProp state of the reference recipe so the tree has training's structure."""
+    RMSProp state of the reference recipe so the tree has training's structure. The model record
+    holds `normalization`, the inputs these weights expect (None: those of the variant's baseline),
+    which evaluation, fine-tuning and prediction then follow, and the reference's eval crop."""
     from configs import default  # the recipe and the train state only for this command, not for importing weights
     from efficientnet_jax import checkpointing, optim, steps
 
@@ -850,7 +857,9 @@ def write_checkpoint(variables: Variables, variant: str, out_dir: PathLike) -> s
         ema_batch_stats=variables["batch_stats"],
     )
     checkpointer = checkpointing.Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1, asynchronous=False)
-    checkpointer.save(0, state, model_spec(variant))
+    if normalization is None:
+        normalization = scaling.get_baseline(scaling.variant_coefficients(variant).baseline).normalization
+    checkpointer.save(0, state, checkpointing.ModelRecord.of(model_spec(variant), normalization))
     checkpointer.close()
     return os.path.join(checkpointer.directory, "0")
 

@@ -142,17 +142,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     with checkpointer:
         pretrained = None
         if config.init_checkpoint and checkpointer.latest_step() is None:  # read and checked before anything compiles
-            pretrained = finetuning.read_pretrained(config, spec)
+            pretrained, pretrained_normalization = finetuning.read_pretrained(config, spec)
 
         rng = jax.random.key(config.seed)
         init_rng, step_rng = jax.random.split(rng)
         state = steps.create_train_state(init_rng, model, config.image_size, tx)
         start_step, state = checkpointer.resume(state, spec)
+        # The weights' normalisation: the one this job saved (resuming), or the pretrained checkpoint's.
+        weights_normalization, weights_source = None, ""
         if start_step:
             logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
+            weights_source = os.path.join(checkpointer.directory, str(start_step))
+            weights_normalization = checkpointing.read_input_normalization(weights_source)
         elif pretrained is not None:
             state = finetuning.start_from(state, pretrained, tx)
             logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
+            weights_normalization, weights_source = pretrained_normalization, config.init_checkpoint
+        normalization = configuration.resolve_input_normalization(config, weights_normalization, weights_source)
+        model_record = checkpointing.ModelRecord.of(
+            spec, normalization, config.eval_crop_padding, builder.info.features["label"].names
+        )
         if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -164,8 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         if start_step == 0:
             writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
         logging.info(
-            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices.",
+            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
+            "normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
+            configuration.describe_input_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:
@@ -174,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
                 ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
             ):
-                batches, _ = input_pipeline.create_eval_iterator(config)
+                batches, _ = input_pipeline.create_eval_iterator(config, normalization=normalization)
                 start = time.perf_counter()
                 metrics = steps.evaluate(p_eval_step, variables, batches)
                 results.update({f"eval_{weights}_{k}": v for k, v in metrics.items()})
@@ -188,7 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             return results
 
         train_batches = flax.jax_utils.prefetch_to_device(
-            input_pipeline.create_train_iterator(config, start_step=start_step), config.prefetch_batches
+            input_pipeline.create_train_iterator(config, normalization=normalization, start_step=start_step),
+            config.prefetch_batches,
         )
         pending_metrics = []
         last_metrics = None
@@ -237,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 if step % config.eval_every_steps == 0 or at_end:
                     eval_results = run_eval(step)
                 if should_checkpoint or preempted:  # the state to save was checked finite above
-                    checkpointer.save(step, steps.unreplicate(state), spec)
+                    checkpointer.save(step, steps.unreplicate(state), model_record)
                 if preempted:
                     logging.warning("Stopped at step %d on request; restart the same command to resume.", step)
                     break

@@ -88,6 +88,12 @@ def test_eval_of_a_damaged_checkpoint_is_one_line(trained, data_dir, tmp_path):
         (["report.py", "--workdir={tmp}"], "report.py", "No sweep in"),
         (["-m", "efficientnet_jax.pretrained", "{tmp}/b0.json", "b0", "{tmp}/out"], "python -m efficientnet_jax.pretrained",
          "is not a weights file"),
+        (["predict.py", "--checkpoint={tmp}/missing", "{tmp}/b0.json"], "predict.py", "missing does not exist"),
+        (["predict.py", "--checkpoint={tmp}"], "predict.py", "Name at least one image file"),
+        (["predict.py", "--checkpoint={tmp}", "--top_k=0", "{tmp}/b0.json"], "predict.py",
+         "--top_k must be at least 1"),
+        (["train.py", "--config={tiny}", "--config.input_normalization=lab", "--workdir={tmp}/run"],
+         "train.py", "config.input_normalization='lab' is neither one of 'imagenet', 'edge', 'signed_unit'"),
     ],
 )
 def test_a_user_error_is_one_line(command, program, reason, data_dir, tmp_path):

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, evaluation, finetuning, pretrained, trainer
+from efficientnet_jax import checkpointing, evaluation, finetuning, pretrained, scaling, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.checkpoint_damage import DAMAGES, damage_array_files
@@ -30,13 +30,17 @@ TEST_SPLIT_SIZE = 360  # sklearn_digits' test split
 TIMING_KEY = "images_per_second"  # the only field that may differ between two evaluations
 
 
+def trained_job_config(data_dir):
+    """No warm-up and a large learning rate, so that three steps move the raw weights visibly away
+    from the EMA (tests/test_predict.py trains the same job: the persistent cache shares its steps)."""
+    return tiny_config(data_dir, num_train_steps=3, checkpoint_every_steps=2, warmup_epochs=0.0, base_learning_rate=1.0)
+
+
 @pytest.fixture(scope="module")
 def workdir(data_dir, tmp_path_factory):
-    """A finished training job: checkpoints at steps 2 and 3, final_metrics.json of step 3. No warm-up
-    and a large learning rate, so that three steps move the raw weights visibly away from the EMA."""
+    """A finished training job: checkpoints at steps 2 and 3, final_metrics.json of step 3."""
     path = str(tmp_path_factory.mktemp("run"))
-    config = tiny_config(data_dir, num_train_steps=3, checkpoint_every_steps=2, warmup_epochs=0.0, base_learning_rate=1.0)
-    trainer.train_and_evaluate(config, path)
+    trainer.train_and_evaluate(trained_job_config(data_dir), path)
     return path
 
 
@@ -57,6 +61,11 @@ def files_under(path):
     return sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
 
 
+def normalisation_warnings(caplog):
+    messages = [record.getMessage() for record in caplog.records]
+    return [message for message in messages if "config.input_normalization" in message]
+
+
 def without_timing(results):
     return {key: value for key, value in results.items() if key != TIMING_KEY}
 
@@ -75,6 +84,7 @@ def test_metrics_equal_the_training_jobs_evaluation_and_count_every_example_once
         for key in ("top1", "top5", "loss"):
             np.testing.assert_allclose(metrics[key], final[f"eval_{weights}_{key}"], rtol=1e-6, err_msg=key)
         assert (metrics["step"], metrics["weights"], metrics["split"]) == (3, weights, "test")
+        assert metrics["input_normalization"] == "imagenet"  # B0's, saved by the job with its weights
         assert metrics[TIMING_KEY] > 0
     assert abs(results["ema"]["loss"] - results["raw"]["loss"]) > 1e-3  # the EMA lags the raw weights
 
@@ -113,6 +123,52 @@ def test_checkpoint_argument_forms(workdir, tmp_path):
         checkpointing.locate_checkpoint(str(tmp_path / "2" / "state"))
     with pytest.raises(CheckpointError, match="does not exist"):
         checkpointing.locate_checkpoint(str(tmp_path / "missing"))
+
+
+def test_evaluation_follows_the_normalisation_saved_with_the_weights(
+    workdir, evaluator, data_dir, tmp_path, caplog
+):
+    """The job saved, beside its spec, the normalisation it trained with (B0's ImageNet statistics:
+    the config sets none), its eval crop and its classes. Evaluation follows the saved value: a record
+    saying 127/128 is evaluated on 127/128 inputs without a warning; a record without the field (written
+    before it existed, when every job trained on ImageNet statistics) means ImageNet; a config value
+    wins over the record, with a warning naming both."""
+    location = checkpointing.locate_checkpoint(workdir)
+    record = checkpointing.read_model_record(location.step_directory)
+    assert record.input_normalization == scaling.IMAGENET_NORMALIZATION
+    assert record.eval_crop_padding == evaluator.config.eval_crop_padding == 0
+    assert record.class_names == tuple(str(digit) for digit in range(10))
+    assert record.model_spec() == evaluator.spec
+    default = evaluator.evaluate(location, "ema")
+
+    copy = shutil.copytree(location.step_directory, tmp_path / "3")
+    metadata = copy / "model" / "metadata"  # the JSON of the `model` item, as orbax writes it
+    saved = json.loads(metadata.read_text())
+    edge = {"mean": [127.0] * 3, "std": [128.0] * 3}
+    metadata.write_text(json.dumps({**saved, "input_normalization": edge}))
+    caplog.clear()
+    followed = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "ema")
+    assert followed["input_normalization"] == "edge"
+    assert abs(followed["loss"] - default["loss"]) > 1e-4  # other inputs, same weights
+    assert not normalisation_warnings(caplog)
+
+    explicit_evaluator = evaluation.Evaluator(tiny_config(data_dir, input_normalization="edge"))
+    explicit = explicit_evaluator.evaluate(location, "ema")
+    assert explicit["input_normalization"] == "edge"
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(explicit[key], followed[key], rtol=1e-6, err_msg=key)
+    warnings = normalisation_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "config.input_normalization=edge differs from imagenet" in warnings[0]
+
+    record_fields = ("input_normalization", "eval_crop_padding", "class_names")
+    old = {key: value for key, value in saved.items() if key not in record_fields}
+    metadata.write_text(json.dumps(old))
+    assert checkpointing.read_model_record(str(copy)) == checkpointing.ModelRecord(spec=old)
+    from_old = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "ema")
+    assert from_old["input_normalization"] == "imagenet"
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(from_old[key], default[key], rtol=1e-6, err_msg=key)
 
 
 def test_a_spec_saved_before_fused_blocks_and_fix_head_stem_existed_reads_as_the_mbconv_network():
@@ -168,6 +224,9 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
     assert "Evaluate it with: python eval.py --config=configs/imagenet.py:b0" in capsys.readouterr().out
     location = checkpointing.locate_checkpoint(str(out_dir))
     assert (location.step, location.results_directory) == (0, str(out_dir))
+    record = checkpointing.read_model_record(location.step_directory)  # what the Keras weights expect
+    assert (record.input_normalization, record.eval_crop_padding) == (scaling.IMAGENET_NORMALIZATION, 32)
+    assert record.class_names is None and record.model_spec() == model_spec("b0")
     imported = pretrained.from_keras(weights_file, "b0")
     for weights in ("ema", "raw"):
         restored = checkpointing.read_variables(location, model_spec("b0"), weights)

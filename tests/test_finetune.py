@@ -10,6 +10,8 @@ compiles a second one (its optimizer and frozen batch norm differ).
 
 import dataclasses
 import importlib
+import json
+import logging
 import os
 import shutil
 import sys
@@ -21,11 +23,21 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import default, quickstart
-from efficientnet_jax import checkpointing, configuration, input_pipeline, optim, trainer
+from configs import default, finetune_base, quickstart
+from efficientnet_jax import (
+    checkpointing,
+    configuration,
+    evaluation,
+    finetuning,
+    input_pipeline,
+    optim,
+    trainer,
+)
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.datasets import digit_folders
-from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.model import EfficientNet, model_spec
+from efficientnet_jax.pretrained import write_checkpoint
+from efficientnet_jax.scaling import EDGE_NORMALIZATION, IMAGENET_NORMALIZATION, SIGNED_UNIT_NORMALIZATION
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +124,9 @@ def test_image_folder_reads_every_file_written_once(folders):
             assert len(paths) == len(set(paths)) == on_disk
         first_half = builder.as_dataset(split="train[:50%]")
         assert sum(1 for _ in first_half) == counts[folder]["train"] // 2
-    batches, _ = input_pipeline.create_eval_iterator(digits_config(root, "digits_5-9", 1))
+    batches, _ = input_pipeline.create_eval_iterator(
+        digits_config(root, "digits_5-9", 1), normalization=IMAGENET_NORMALIZATION
+    )
     assert sum(int(batch["mask"].sum()) for batch in batches) == counts["digits_5-9"]["test"]
 
 
@@ -173,6 +187,90 @@ def test_fine_tuning_beats_training_from_scratch(folders, pretrained, tmp_path):
     # Resuming wins over init_checkpoint: the finished job restores its own final state.
     resumed, _ = trainer.train_and_evaluate(config, str(tmp_path / "finetuned"))
     assert_trees_equal(resumed.params, finetuned.params)
+
+
+def test_a_fine_tuning_job_normalises_as_its_checkpoints_weights_were(folders, pretrained, tmp_path):
+    """The pretrained job's record says what its weights were trained on (here rewritten to 127/128):
+    the fine-tuning job, whose config sets no normalisation, trains and evaluates on those inputs,
+    and records them with its own weights and classes, so its evaluation and its resumption follow
+    on. Its in-job evaluation equals an evaluation of its checkpoint, which reads the record."""
+    root, _ = folders
+    source = str(shutil.copytree(pretrained[0], tmp_path / "pretrained"))
+    metadata = os.path.join(checkpointing.locate_checkpoint(source).step_directory, "model", "metadata")
+    with open(metadata) as f:
+        saved = json.load(f)
+    assert checkpointing.ModelRecord.from_json(saved).input_normalization == IMAGENET_NORMALIZATION
+    with open(metadata, "w") as f:
+        json.dump({**saved, "input_normalization": {"mean": [127.0] * 3, "std": [128.0] * 3}}, f)
+    config = digits_config(
+        root,
+        "digits_5-9",
+        1,
+        init_checkpoint=source,
+        backbone_learning_rate_multiplier=0.1,
+        freeze_batch_norm=True,
+    )
+    workdir = str(tmp_path / "finetuned")
+    _, metrics = trainer.train_and_evaluate(config, workdir)
+    location = checkpointing.locate_checkpoint(workdir)
+    record = checkpointing.read_model_record(location.step_directory)
+    assert record.input_normalization == EDGE_NORMALIZATION
+    assert record.class_names == ("5", "6", "7", "8", "9")
+    evaluated = evaluation.Evaluator(config).evaluate(location, "ema")
+    assert evaluated["input_normalization"] == "edge"
+    np.testing.assert_allclose(evaluated["loss"], metrics["eval_ema_loss"], rtol=1e-6)
+    _, resumed = trainer.train_and_evaluate(config, workdir)  # the final checkpoint: evaluates only
+    np.testing.assert_allclose(resumed["eval_ema_loss"], metrics["eval_ema_loss"], rtol=1e-6)
+
+
+def test_converted_weights_bring_their_normalisation_and_the_config_overrides_it(tmp_path, caplog):
+    """Lite0 weights converted as the converter writes them (random values: only the record matters
+    here) are fine-tuned on 127/128 inputs by default, the official Lite normalisation; converted with
+    AdvProp's [-1, 1], on those, over the Lite baseline's own. A config value wins over either, with a
+    warning naming both. Without weights to follow, a job normalises as its baseline's weights."""
+    spec = model_spec("lite0")
+    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(spec))
+    lite = str(tmp_path / "lite0")
+    write_checkpoint(variables, "lite0", lite)
+    signed_unit = str(tmp_path / "lite0_signed_unit")
+    write_checkpoint(variables, "lite0", signed_unit, normalization=SIGNED_UNIT_NORMALIZATION)
+
+    def resolved(init_checkpoint, **overrides):
+        """What train_and_evaluate resolves for a fine-tuning job from `init_checkpoint`."""
+        config = finetune_base.finetune_config("lite0", "cifar100", "train", "test", num_epochs=1.0)
+        config.update(dict(init_checkpoint=init_checkpoint, **overrides))
+        spec = configuration.model_spec_from_config(config, num_classes=100)
+        _, normalization = finetuning.read_pretrained(config, spec)
+        return configuration.resolve_input_normalization(config, normalization, init_checkpoint)
+
+    with caplog.at_level(logging.WARNING):
+        assert resolved(lite) == EDGE_NORMALIZATION
+        assert resolved(signed_unit) == SIGNED_UNIT_NORMALIZATION
+        assert not caplog.records
+        assert resolved(lite, input_normalization="imagenet") == IMAGENET_NORMALIZATION
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert f"config.input_normalization=imagenet differs from edge, the normalisation the weights of {lite}" in (
+        warning
+    )
+    baselines = {"b0": IMAGENET_NORMALIZATION, "lite2": EDGE_NORMALIZATION, "edgetpu-s": EDGE_NORMALIZATION}
+    for variant, expected in baselines.items():
+        config = finetune_base.finetune_config(variant, "cifar100", "train", "test", num_epochs=1.0)
+        assert configuration.resolve_input_normalization(config) == expected, variant
+    config.input_normalization = "mean=127.5 std=127.5"
+    assert configuration.resolve_input_normalization(config) == SIGNED_UNIT_NORMALIZATION
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["lab", "mean=127", "mean=1,2 std=3,4", "mean=127 std=0", "mean=127 std=128 gamma=2", "mean=a std=b"],
+)
+def test_a_bad_normalisation_is_a_one_line_config_error_naming_the_accepted_values(value, tmp_path):
+    with pytest.raises(configuration.ConfigError) as error:
+        trainer.train_and_evaluate(tiny_config(None, input_normalization=value), str(tmp_path / "run"))
+    message = str(error.value)
+    assert "\n" not in message and f"config.input_normalization={value!r}" in message
+    assert "'imagenet', 'edge', 'signed_unit'" in message and "mean=127.5 std=127.5" in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_backbone_learning_rate_multiplier_scales_backbone_updates():

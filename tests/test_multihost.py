@@ -11,6 +11,7 @@ import numpy as np
 
 from configs import quickstart
 from efficientnet_jax import input_pipeline
+from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
 from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,11 @@ def test_each_host_reads_its_own_shard(data_dir):
         steps = input_pipeline.steps_per_epoch(config, process_index=process_index, process_count=2,
                                                local_device_count=2)
         batches = input_pipeline.create_train_iterator(
-            config, process_index=process_index, process_count=2, local_device_count=2
+            config,
+            normalization=IMAGENET_NORMALIZATION,
+            process_index=process_index,
+            process_count=2,
+            local_device_count=2,
         )
         images = np.concatenate([next(batches)["image"].reshape(-1, 32, 32, 3) for _ in range(steps)])
         seen.append({min(im.tobytes(), im[:, ::-1].tobytes()) for im in np.round(images, 3)})

@@ -15,6 +15,7 @@ import pytest
 
 from efficientnet_jax import configuration, input_pipeline, optim, steps, trainer
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
 from tests import xla_flags
 from tests.workers.tiny_config import tiny_config
 
@@ -90,7 +91,7 @@ def test_no_recompilation_after_the_first_step(data_dir):
     config = tiny_config(data_dir)
     state, step = _step_fn(config, jax.local_devices())
     batches = flax.jax_utils.prefetch_to_device(
-        input_pipeline.create_train_iterator(config), 2
+        input_pipeline.create_train_iterator(config, normalization=IMAGENET_NORMALIZATION), 2
     )
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
