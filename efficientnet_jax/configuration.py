@@ -9,23 +9,16 @@ from absl import logging
 
 from efficientnet_jax.model import create_model
 from efficientnet_jax.scaling import (
-    EDGE_NORMALIZATION,
-    IMAGENET_NORMALIZATION,
-    SIGNED_UNIT_NORMALIZATION,
+    NAMED_NORMALIZATIONS,
     InputNormalization,
     ModelSpec,
     baseline_fields,
+    describe_normalization,
     get_baseline,
     stages_from_block_strings,
     variant_coefficients,
 )
 
-# The normalisations `config.input_normalization` can name; scaling.py says which weights expect each.
-INPUT_NORMALIZATIONS = {
-    "imagenet": IMAGENET_NORMALIZATION,
-    "edge": EDGE_NORMALIZATION,
-    "signed_unit": SIGNED_UNIT_NORMALIZATION,
-}
 
 
 class ConfigError(ValueError):
@@ -76,33 +69,25 @@ def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) 
 
 
 def parse_input_normalization(value: str) -> InputNormalization:
-    """A name of `INPUT_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one value each
-    stands for all three channels) of pixels in [0, 255]: the spelling `describe_input_normalization`
-    writes, so a normalisation printed by a job can be pasted back into a config."""
-    if value in INPUT_NORMALIZATIONS:
-        return INPUT_NORMALIZATIONS[value]
+    """A name of `scaling.NAMED_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one
+    value each stands for all three channels) of pixels in [0, 255]: the spelling
+    `scaling.describe_normalization` writes, so a normalisation printed by a job can be pasted back
+    into a config."""
+    if value in NAMED_NORMALIZATIONS:
+        return NAMED_NORMALIZATIONS[value]
     try:
         fields = dict(part.split("=", 1) for part in value.split())
         mean, std = (tuple(float(number) for number in fields.pop(key).split(",")) for key in ("mean", "std"))
         if fields or {len(mean), len(std)} - {1, 3} or min(std) <= 0:
             raise ValueError(value)
     except (KeyError, ValueError) as error:
-        names = ", ".join(repr(name) for name in INPUT_NORMALIZATIONS)
+        names = ", ".join(repr(name) for name in NAMED_NORMALIZATIONS)
         raise ConfigError(
             f"config.input_normalization={value!r} is neither one of {names} nor explicit values such as "
             f"'mean=127.5 std=127.5' or 'mean=123.7,116.3,103.5 std=58.4,57.1,57.4' (pixels in [0, 255], "
             f"std > 0); set one of those, or leave it unset to follow the weights."
         ) from error
     return InputNormalization(mean=mean * (3 // len(mean)), std=std * (3 // len(std)))
-
-
-def describe_input_normalization(normalization: InputNormalization) -> str:
-    """Its name in `INPUT_NORMALIZATIONS`, or its values as `parse_input_normalization` reads them."""
-    for name, known in INPUT_NORMALIZATIONS.items():
-        if normalization == known:
-            return name
-    mean, std = (",".join(map(repr, values)) for values in (normalization.mean, normalization.std))
-    return f"mean={mean} std={std}"
 
 
 def configured_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization | None:
@@ -138,8 +123,8 @@ def resolve_input_normalization(
         logging.warning(
             "config.input_normalization=%s differs from %s, the normalisation the weights of %s were trained "
             "with; using %s as set. Unset config.input_normalization to follow the weights.",
-            describe_input_normalization(configured), describe_input_normalization(weights_normalization),
-            weights_source, describe_input_normalization(configured),
+            describe_normalization(configured), describe_normalization(weights_normalization),
+            weights_source, describe_normalization(configured),
         )
     return configured
 

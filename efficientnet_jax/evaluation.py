@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import checkpointing, configuration, input_pipeline, steps
+from efficientnet_jax import checkpointing, configuration, input_pipeline, scaling, steps
 from efficientnet_jax.checkpointing import (
     CHECKPOINTS_DIRECTORY,
     FINAL_METRICS_FILE,
@@ -93,7 +93,7 @@ class Evaluator:
             "weights": weights,
             "split": self.split,
             "checkpoint": location.step_directory,
-            "input_normalization": configuration.describe_input_normalization(normalization),
+            "input_normalization": scaling.describe_normalization(normalization),
             "images_per_second": metrics["num_examples"] / seconds,
         }
 

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from efficientnet_jax import checkpointing, configuration, input_pipeline
+from efficientnet_jax import checkpointing, input_pipeline, scaling
 from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import InputNormalization, ModelSpec
@@ -149,7 +149,7 @@ def predict(
         "step": classifier.location.step,
         "weights": weights,
         "model": classifier.spec.name,
-        "input_normalization": configuration.describe_input_normalization(
+        "input_normalization": scaling.describe_normalization(
             classifier.record.input_normalization
         ),
         "predictions": predictions,

@@ -711,12 +711,6 @@ _TORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _KERAS_SUFFIXES = (".h5",)
 SOURCES = ("timm", "efficientnet_pytorch", "keras")
 _ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
-# The normalisations by the names the converter's --normalization (and the configs) give them.
-NORMALIZATIONS = {
-    "imagenet": scaling.IMAGENET_NORMALIZATION,
-    "edge": scaling.EDGE_NORMALIZATION,
-    "signed_unit": scaling.SIGNED_UNIT_NORMALIZATION,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -749,12 +743,6 @@ def weights_normalization(variant: str, advprop: bool = False) -> scaling.InputN
         return scaling.SIGNED_UNIT_NORMALIZATION
     baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
     return scaling.get_baseline(baseline).normalization
-
-
-def normalization_name(normalization: scaling.InputNormalization) -> str:
-    """'imagenet', 'edge' or 'signed_unit'; other statistics as mean/std."""
-    names = {value: name for name, value in NORMALIZATIONS.items()}
-    return names.get(normalization, f"mean {normalization.mean}, std {normalization.std}")
 
 
 def hub_file(hub_id: str) -> str:
@@ -899,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--normalization",
-        choices=tuple(NORMALIZATIONS),
+        choices=tuple(scaling.NAMED_NORMALIZATIONS),
         help="override the input normalisation written with the weights (default: what they were trained with)",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -912,13 +900,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         imported = import_weights(
             args.weights, args.variant, source=args.source, advprop=args.advprop or None
         )
-        normalization = NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
+        normalization = scaling.NAMED_NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
         step_directory = write_checkpoint(
             imported.variables, args.variant, args.out_dir, normalization=normalization
         )
     print(
         f"Wrote {step_directory} from {imported.source} weights ({imported.file}), inputs normalised "
-        f"as {normalization_name(normalization)}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
+        f"as {scaling.describe_normalization(normalization)}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
         f"{canonical_variant(args.variant).removeprefix('efficientnet-')} --checkpoint={os.path.abspath(args.out_dir)}"
     )
 

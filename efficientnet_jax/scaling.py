@@ -368,14 +368,32 @@ SIGNED_UNIT_NORMALIZATION = InputNormalization(mean=(127.5, 127.5, 127.5), std=(
 # Keras's `EfficientNetV2S`..`L`: `Rescaling(1 / 128, offset=-1)`): [-1, 1) with 128 as zero. V2-B0..B3
 # were trained with EfficientNet's preprocessing ('effnetv1_autoaug'): ImageNet's mean and std.
 EFFICIENTNETV2_NORMALIZATION = InputNormalization(mean=(128.0, 128.0, 128.0), std=(128.0, 128.0, 128.0))
+# The names configs (`config.input_normalization`), the converter (`--normalization`) and the logs use.
+NAMED_NORMALIZATIONS = {
+    "imagenet": IMAGENET_NORMALIZATION,
+    "edge": EDGE_NORMALIZATION,
+    "signed_unit": SIGNED_UNIT_NORMALIZATION,
+    "efficientnetv2": EFFICIENTNETV2_NORMALIZATION,
+}
+
+
+def describe_normalization(normalization: InputNormalization) -> str:
+    """Its name in `NAMED_NORMALIZATIONS`, or its values as `mean=R,G,B std=R,G,B`, the spelling
+    `configuration.parse_input_normalization` reads, so a logged normalisation can be pasted back
+    into a config."""
+    for name, known in NAMED_NORMALIZATIONS.items():
+        if normalization == known:
+            return name
+    mean, std = (",".join(map(repr, values)) for values in (normalization.mean, normalization.std))
+    return f"mean={mean} std={std}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
     """An unscaled network: what compound scaling starts from. Its widths are scaled by
     `round_filters`, its repeats by `round_repeats`, like B0's, except what `fix_head_stem` keeps
-    (see `ModelSpec`). `normalization` records the inputs its released weights expect; the input
-    pipeline does not read it yet (it normalises with ImageNet's statistics for every variant).
+    (see `ModelSpec`). `normalization` records the inputs its released weights expect: the default of
+    `config.input_normalization` for a job that starts from no checkpoint.
     `batch_norm_momentum` is what its official training used; a variant takes it (`variant_spec`),
     a training config states its own (`config.model.batch_norm_momentum`, which
     `configs/imagenet.py` sets from the variant)."""

@@ -22,7 +22,7 @@ from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import checkpointing, configuration, finetuning, input_pipeline, optim, steps
+from efficientnet_jax import checkpointing, configuration, finetuning, input_pipeline, optim, scaling, steps
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.steps import AXIS_NAME, TrainState
@@ -176,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
             "normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            configuration.describe_input_normalization(normalization),
+            scaling.describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from efficientnet_jax import augment, configuration, input_pipeline, scaling
+from efficientnet_jax import augment, input_pipeline, scaling
 from efficientnet_jax.datasets import sklearn_digits
 
 FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
@@ -326,7 +326,7 @@ def test_normalize_maps_known_pixels_as_each_normalisation_says():
         "signed_unit": [[-1.0] * 3, [-0.003921569] * 3, [1.0] * 3, [1.0, -0.003921569, -1.0]],
     }
     for name, values in expected.items():
-        normalized = input_pipeline.normalize(pixels, configuration.INPUT_NORMALIZATIONS[name])
+        normalized = input_pipeline.normalize(pixels, scaling.NAMED_NORMALIZATIONS[name])
         assert normalized.dtype == tf.float32
         np.testing.assert_allclose(normalized.numpy()[0], values, rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -342,7 +342,7 @@ def test_train_and_eval_batches_are_normalised_as_asked(digits_data_dir):
     image_bytes = next(iter(first))["image"]
     pixels = input_pipeline.eval_image(image_bytes, image_size=32, crop_padding=0).numpy().astype(np.float32)
     train_pixels = []
-    for name, normalization in configuration.INPUT_NORMALIZATIONS.items():
+    for name, normalization in scaling.NAMED_NORMALIZATIONS.items():
         mean, std = np.array(normalization.mean, np.float32), np.array(normalization.std, np.float32)
         batches, _ = input_pipeline.create_eval_iterator(config, normalization=normalization, **hosts)
         np.testing.assert_allclose(next(batches)["image"][0, 0], (pixels - mean) / std, rtol=1e-6, atol=1e-6)
