@@ -40,7 +40,7 @@ import tensorflow_datasets as tfds
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
-from efficientnet_jax import augment
+from efficientnet_jax import augment, batch_mixing
 from efficientnet_jax.datasets import image_folder
 from efficientnet_jax.scaling import InputNormalization
 
@@ -505,6 +505,20 @@ def _train_epoch_dataset(
     ds = preprocess_train_examples(ds, epoch_seed, config, normalization)
     ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
+    mixup_alpha, cutmix_alpha = config.get("mixup_alpha", 0.0), config.get("cutmix_alpha", 0.0)
+    if mixup_alpha > 0 or cutmix_alpha > 0:  # Mixup/CutMix: labels become float32 [..., num_classes]
+        ds = ds.map(
+            functools.partial(
+                batch_mixing.mix_train_batch,
+                seed=config.seed,
+                process_index=process_index,
+                epoch=epoch,
+                host_batch=host_batch,
+                num_classes=builder.info.features["label"].num_classes,
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+            )
+        )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_data_options())
 
 
