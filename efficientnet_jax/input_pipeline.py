@@ -571,8 +571,10 @@ def create_train_iterator(
     """Infinite iterator of this host's train batches, starting at `start_step`.
 
     Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
-    with `normalization`, "label": int32 [local_devices, per_device]}. Batch k
-    is the same whether iteration started at 0 or at any step <= k.
+    with `normalization`, "label": int32 [local_devices, per_device]}; with
+    Mixup/CutMix on (config.mixup_alpha, config.cutmix_alpha; batch_mixing.py)
+    mixed images and float32 labels [local_devices, per_device, num_classes].
+    Batch k is the same whether iteration started at 0 or at any step <= k.
 
     An example whose image does not decode is, with config.skip_corrupt_images
     (default True), replaced in its batch by a copy of the batch's first valid
