@@ -109,8 +109,47 @@ def test_mixup_fraction_follows_the_folded_beta_distribution(alpha):
     # 6 standard errors: a correct sampler fails this with probability ~2e-9; a wrong alpha (0.2 vs 0.5
     # moves the mean by ~0.07, ~25 standard errors) cannot pass. Deterministic at this seed.
     assert abs(fraction.mean() - expected_mean) < 6 * standard_error
+    # The distribution above 1e-5: w is float32, so 1 - w near 0 moves in steps of 2**-24 = 6e-8, which
+    # a KS test on the continuous CDF detects; below 1e-5 (a tenth of the draws at alpha 0.2, 6% of
+    # them under 1e-6) only their share is checked.
+    floor = 1e-5
     folded_cdf = lambda t: np.minimum(2.0 * scipy.stats.beta.cdf(t, alpha, alpha), 1.0)
-    assert scipy.stats.kstest(fraction, folded_cdf).pvalue > 1e-4
+    below = np.mean(fraction < floor)
+    assert abs(below - folded_cdf(floor)) < 6 * np.sqrt(
+        folded_cdf(floor) * (1 - folded_cdf(floor)) / num_examples
+    )
+    conditional_cdf = lambda t: (folded_cdf(t) - folded_cdf(floor)) / (1.0 - folded_cdf(floor))
+    assert scipy.stats.kstest(fraction[fraction >= floor], conditional_cdf).pvalue > 1e-4
+
+
+def test_cutmix_area_follows_the_official_box_distribution():
+    # The pasted fraction is not Beta-distributed (sides truncated to pixels, boxes clipped at the
+    # border): compared with 200,000 boxes drawn by numpy with the official geometry, independently of
+    # the TensorFlow implementation, in mean (6 standard errors, see the Mixup test) and distribution.
+    alpha, num_examples, size = 0.5, 4000, 16
+    images = np.zeros((num_examples, size, size, 1), np.float32)
+    labels = (np.arange(num_examples) % 2).astype(np.int32)
+    _, mixed_labels = batch_mixing.mix_batch(
+        tf.constant(images),
+        tf.constant(labels),
+        num_classes=2,
+        mixup_alpha=0.0,
+        cutmix_alpha=alpha,
+        seed=tf.constant([5, 6], tf.int64),
+    )
+    pasted = 1.0 - mixed_labels.numpy()[np.arange(num_examples), labels].astype(np.float64)
+    rng = np.random.default_rng(0)
+    reference_draws = 200_000
+    centres = rng.integers(0, size, (2, reference_draws))
+    half_sides = (np.sqrt(1.0 - rng.beta(alpha, alpha, reference_draws)) * size).astype(int) // 2
+    low, high = np.clip(centres - half_sides, 0, size), np.clip(centres + half_sides, 0, size)
+    reference = np.prod(high - low, axis=0) / size**2
+    standard_error = np.hypot(
+        pasted.std() / np.sqrt(num_examples), reference.std() / np.sqrt(reference_draws)
+    )
+    assert abs(pasted.mean() - reference.mean()) < 6 * standard_error
+    # Discrete values: ks_2samp's p-value is conservative there, so this cannot fail more often.
+    assert scipy.stats.ks_2samp(pasted, reference).pvalue > 1e-4
 
 
 def _pipeline_batch(process_index=0, epoch=0, first_index=0, seed=0):
