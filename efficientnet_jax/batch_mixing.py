@@ -98,11 +98,17 @@ def mix_batch(
     cutmix_alpha: float,
     seed: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """One device's batch mixed: float32 images [n, H, W, C] and int labels [n] -> (images, float32
-    probabilities [n, num_classes] whose rows sum to 1). An alpha of 0 turns its method off; with both
-    set, Mixup on the first n // 2 examples and CutMix on the rest. Call only with an alpha > 0."""
+    """One device's batch mixed: images [n, H, W, C] (float32, or uint8 pixels) and int labels [n] ->
+    (float32 images, float32 probabilities [n, num_classes] whose rows sum to 1). An alpha of 0 turns
+    its method off; with both set, Mixup on the first n // 2 examples and CutMix on the rest. Call only
+    with an alpha > 0.
+
+    uint8 pixels come back as float32 pixels, unrounded (the official code mixes float pixels too):
+    mixing and `(pixels - mean) / std` commute (the weights sum to 1), so a step that normalises its
+    inputs may receive them either way."""
     if not (mixup_alpha > 0 or cutmix_alpha > 0):
         raise ValueError("mix_batch needs mixup_alpha > 0 or cutmix_alpha > 0.")
+    images = tf.cast(images, tf.float32)
     probabilities = tf.one_hot(labels, num_classes, dtype=tf.float32)
     mixup_seed, cutmix_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     if mixup_alpha > 0 and cutmix_alpha > 0:

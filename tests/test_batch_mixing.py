@@ -71,6 +71,14 @@ def test_mixup_mixes_each_example_with_the_reversed_batch_by_its_label_weight():
     _assert_mixup(images, labels, mixed_images, mixed_labels, partner=range(7, -1, -1))
 
 
+def test_uint8_pixels_are_mixed_as_float32_pixels():
+    images, labels = _batch(8, 4)
+    pixels = images.astype(np.uint8)
+    mixed_images, mixed_labels = _mix(pixels, labels, mixup_alpha=0.2)
+    assert mixed_images.dtype == np.float32
+    _assert_mixup(pixels.astype(np.float32), labels, mixed_images, mixed_labels, partner=range(7, -1, -1))
+
+
 def test_cutmix_pastes_a_box_of_the_reversed_batch_whose_area_is_the_label_weight():
     images, labels = _batch(8, 16)
     mixed_images, mixed_labels = _mix(images, labels, cutmix_alpha=1.0)
