@@ -51,6 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
     config.randaugment_num_layers = 2
     config.randaugment_magnitude = 10.0
+    # Mixup / CutMix (batch_mixing.py): Beta(alpha, alpha) per example, 0 turns a method off; with both
+    # set, half of each device's batch gets each. Labels then reach the step as probabilities.
+    config.mixup_alpha = 0.0
+    config.cutmix_alpha = 0.0
     config.skip_corrupt_images = True  # undecodable train images: skip and count (False: raise)
     # (pixels - mean) / std of the network's inputs. None follows the weights: the normalisation saved
     # with config.init_checkpoint (or the checkpoint eval.py evaluates, or resumed), else the variant's

@@ -11,7 +11,8 @@ measured at, and the input pipeline trains at it too. EfficientNetV2 trains on s
 it evaluates on (V2-S: 300 for training, 384 for evaluation; `scaling.VARIANTS`, `train_resolution`):
 to train at the official size, pass `--config.image_size=300` and evaluate the checkpoint with
 `configs/imagenet.py:v2-s` (eval.py reads the image size from the config it is given). Progressive
-learning, which grows the training size over the run, and V2's Mixup are not implemented yet.
+learning, which grows the training size over the run (and the Mixup/CutMix alphas with it), is not
+implemented yet: V2-M/L/XL mix at their final alphas throughout.
 """
 
 import ml_collections
@@ -37,6 +38,10 @@ EFFICIENTNETV2_AUGMENTATION = {
     "efficientnetv2-b3": ("autoaugment", DEFAULT_RANDAUGMENT_MAGNITUDE),
 }
 
+# EfficientNetV2's Mixup and CutMix alpha, the same for both (effnetv2_configs.py, its `mixup` column):
+# 0 (off) for S and B0..B3, 0.2 for M, 0.5 for L and XL. Every V1 config leaves both at 0.
+EFFICIENTNETV2_MIXING_ALPHA = {"efficientnetv2-m": 0.2, "efficientnetv2-l": 0.5, "efficientnetv2-xl": 0.5}
+
 
 def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     spec = scaling.variant_spec(variant)
@@ -46,6 +51,7 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     config.model.batch_norm_momentum = spec.batch_norm_momentum  # 0.99; EfficientNetV2: 0.9
     if spec.name in EFFICIENTNETV2_AUGMENTATION:
         config.augment, config.randaugment_magnitude = EFFICIENTNETV2_AUGMENTATION[spec.name]
+        config.mixup_alpha = config.cutmix_alpha = EFFICIENTNETV2_MIXING_ALPHA.get(spec.name, 0.0)
     else:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)

@@ -137,6 +137,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} must be positive, got {config[key]}.")
     if config.num_train_steps is None and config.num_epochs <= 0:
         raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}.")
+    for key in ("mixup_alpha", "cutmix_alpha"):  # Beta(alpha, alpha) needs alpha > 0; 0 is off
+        if config[key] < 0:
+            raise ConfigError(f"config.{key} must be 0 (off) or positive, got {config[key]}.")
     configured_input_normalization(config)
     validate_fine_tuning(config)
 

@@ -40,7 +40,7 @@ import tensorflow_datasets as tfds
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
-from efficientnet_jax import augment
+from efficientnet_jax import augment, batch_mixing
 from efficientnet_jax.datasets import image_folder
 from efficientnet_jax.scaling import InputNormalization
 
@@ -505,6 +505,20 @@ def _train_epoch_dataset(
     ds = preprocess_train_examples(ds, epoch_seed, config, normalization)
     ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
+    mixup_alpha, cutmix_alpha = config.get("mixup_alpha", 0.0), config.get("cutmix_alpha", 0.0)
+    if mixup_alpha > 0 or cutmix_alpha > 0:  # Mixup/CutMix: labels become float32 [..., num_classes]
+        ds = ds.map(
+            functools.partial(
+                batch_mixing.mix_train_batch,
+                seed=config.seed,
+                process_index=process_index,
+                epoch=epoch,
+                host_batch=host_batch,
+                num_classes=builder.info.features["label"].num_classes,
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+            )
+        )
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_data_options())
 
 
@@ -557,8 +571,10 @@ def create_train_iterator(
     """Infinite iterator of this host's train batches, starting at `start_step`.
 
     Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
-    with `normalization`, "label": int32 [local_devices, per_device]}. Batch k
-    is the same whether iteration started at 0 or at any step <= k.
+    with `normalization`, "label": int32 [local_devices, per_device]}; with
+    Mixup/CutMix on (config.mixup_alpha, config.cutmix_alpha; batch_mixing.py)
+    mixed images and float32 labels [local_devices, per_device, num_classes].
+    Batch k is the same whether iteration started at 0 or at any step <= k.
 
     An example whose image does not decode is, with config.skip_corrupt_images
     (default True), replaced in its batch by a copy of the batch's first valid

@@ -55,9 +55,20 @@ def create_train_state(rng: jax.Array, model: EfficientNet, image_size: int, tx:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
-    """Per-example softmax cross-entropy in float32 with TF-style label smoothing."""
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    """Per-example softmax cross-entropy in float32 with TF-style label smoothing.
+
+    `labels` are class ids [N] or, from Mixup/CutMix (batch_mixing.py), probabilities [N, num_classes];
+    either is smoothed here, as the official EfficientNetV2 loss smooths its mixed labels.
+    """
+    probabilities = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+    targets = optax.smooth_labels(probabilities, label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+    """Class ids of labels [N] or probabilities [N, K]: a mixed example counts as its largest share
+    (Mixup's own image, weight >= 1/2; CutMix's larger area), ties to the lower class id."""
+    return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
 
 
 def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
@@ -116,7 +127,7 @@ def train_step(
     metrics = {
         "loss": loss,
         "cross_entropy": data_loss,
-        "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "top1": jnp.mean(jnp.argmax(logits, -1) == hard_labels(batch["label"])),
         "learning_rate": learning_rate_fn(state.step),
         "grad_norm": optax.tree_utils.tree_norm(grads),
         # 1.0 when every float of the updated state is finite: fetched with the metrics, so a state
