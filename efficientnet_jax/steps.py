@@ -3,6 +3,10 @@
 Below the jobs (trainer.py, evaluation.py) and above the model: it imports neither TensorFlow nor
 the input pipeline nor any metric writer, so the steps can be built, timed and tested on a machine
 that has only JAX, Flax and optax (benchmarks/, the accelerator suite).
+
+The steps take the host's pixels as they are, uint8 [devices, per_device, S, S, 3] (a quarter of the
+bytes of float32 inputs to copy to the devices), and make the network's inputs themselves: the
+normalisation the weights expect (`normalize`), then the model's compute dtype (the model casts).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from jax import lax
 
 from efficientnet_jax import optim
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.scaling import InputNormalization
 
 AXIS_NAME = "batch"
 
@@ -60,6 +65,26 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def normalization_table(normalization: InputNormalization) -> np.ndarray:
+    """float32 [256, 3]: `(pixel - mean) / std` of every pixel value in every channel, computed on the
+    host in IEEE float32 as the host pipeline computed each pixel before the steps took uint8."""
+    pixels = np.arange(256, dtype=np.float32)[:, None]
+    return (pixels - np.asarray(normalization.mean, np.float32)) / np.asarray(normalization.std, np.float32)
+
+
+def normalize(images: jax.Array, normalization: InputNormalization) -> jax.Array:
+    """uint8 pixels [..., 3] to the float32 inputs the weights were trained on, `(pixels - mean) / std`
+    per channel (which mean and std is part of the weights: configuration.resolve_input_normalization).
+
+    Looked up in `normalization_table` rather than computed: XLA rewrites a division by a per-channel
+    value into a multiplication by its reciprocal (constant or not), which is one unit in the last
+    place off the true quotient for about a quarter of the pixels, and a train step on those inputs
+    then differs from the step on the host-normalised ones by up to 4e-4 relative in some parameters
+    (measured on the tiny test model). The lookup gives the host's bits exactly (tests/test_train.py)."""
+    table = jnp.asarray(normalization_table(normalization))
+    return table[images.astype(jnp.int32), jnp.arange(3)]
+
+
 def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
     """This device's keys for this step: folded with the step (so a resumed job replays the same
     draws) and with the device's index (so replicas draw different masks). Call under pmap."""
@@ -77,19 +102,22 @@ def train_step(
     learning_rate_fn: optax.Schedule,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    normalization: InputNormalization,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on one device's shard; run under `jax.pmap(axis_name='batch')`.
+    """One optimisation step on one device's shard of uint8 images; run under
+    `jax.pmap(axis_name='batch')`.
 
     Batch-norm statistics are reduced across replicas inside the model (its BN axis_name), the
     gradients here with `pmean`, so N devices compute what one device would on the whole batch.
     Each device draws its own dropout/stochastic-depth masks (`step_rngs`).
     """
     num_classes = model.spec.num_classes
+    images = normalize(batch["image"], normalization)
 
     def loss_fn(params):
         logits, new_model_state = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
+            images,
             train=True,
             mutable=["batch_stats"],
             rngs=step_rngs(rng, state.step),
@@ -132,9 +160,16 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])).astype(jnp.float32)
 
 
-def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: EfficientNet) -> dict[str, jax.Array]:
-    """Sums of loss, top-1/top-5 hits and real examples (padding masked out) over all devices."""
-    logits = model.apply(variables, batch["image"], train=False)
+def eval_step(
+    variables: dict[str, Any],
+    batch: dict[str, jax.Array],
+    *,
+    model: EfficientNet,
+    normalization: InputNormalization,
+) -> dict[str, jax.Array]:
+    """Sums of loss, top-1/top-5 hits and real examples (padding masked out) over all devices, for a
+    batch of uint8 images normalised here with `normalization`."""
+    logits = model.apply(variables, normalize(batch["image"], normalization), train=False)
     labels, mask = batch["label"], batch["mask"]
     num_classes = model.spec.num_classes
     loss = cross_entropy(logits, labels, num_classes, 0.0)
@@ -172,15 +207,29 @@ def pmap_train_step(
     learning_rate_fn: optax.Schedule,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    normalization: InputNormalization,
     devices: Optional[list] = None,
 ) -> Callable:
-    """`train_step` pmapped over the devices, the state's buffers donated (updated in place)."""
-    step = functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, config=config, rng=rng)
+    """`train_step` pmapped over the devices, the state's buffers donated (updated in place); the
+    normalisation is a constant of the compiled step."""
+    step = functools.partial(
+        train_step,
+        model=model,
+        tx=tx,
+        learning_rate_fn=learning_rate_fn,
+        config=config,
+        rng=rng,
+        normalization=normalization,
+    )
     return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,), devices=devices)
 
 
-def pmap_eval_step(model: EfficientNet, devices: Optional[list] = None) -> Callable:
-    return jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS_NAME, devices=devices)
+def pmap_eval_step(
+    model: EfficientNet, normalization: InputNormalization, devices: Optional[list] = None
+) -> Callable:
+    """`eval_step` pmapped over the devices, the normalisation a constant of the compiled step."""
+    step = functools.partial(eval_step, model=model, normalization=normalization)
+    return jax.pmap(step, axis_name=AXIS_NAME, devices=devices)
 
 
 def replicate(tree: Any, devices: Optional[list] = None) -> Any:
