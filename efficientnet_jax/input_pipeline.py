@@ -328,11 +328,15 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     """Reference train preprocessing up to normalisation: uint8 [S, S, 3].
 
     Random crop, bicubic resize, random horizontal flip, then the augmentation
-    hook; every random draw is stateless and derived from `seed`.
+    hook; every random draw is stateless and derived from `seed`. With
+    config.augment_on_device the flip and the hook are the train step's
+    (steps.augment_on_device), and this stops after the resize.
     """
     crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     image = decode_and_crop(image_bytes, lambda shape: train_crop_box(shape, crop_seed, config))
     image = resize(image, config.image_size)
+    if config.get("augment_on_device", False):
+        return image
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return maybe_augment(image, augment_seed, config)
 

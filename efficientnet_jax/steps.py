@@ -6,7 +6,8 @@ that has only JAX, Flax and optax (benchmarks/, the accelerator suite).
 
 The steps take the host's pixels as they are, uint8 [devices, per_device, S, S, 3] (a quarter of the
 bytes of float32 inputs to copy to the devices), and make the network's inputs themselves: the
-normalisation the weights expect (`normalize`), then the model's compute dtype (the model casts).
+training augmentation when config.augment_on_device (`augment_on_device`), then the normalisation the
+weights expect (`normalize`), then the model's compute dtype (the model casts).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from efficientnet_jax import optim
+from efficientnet_jax import device_augment, optim
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import InputNormalization
 
@@ -93,6 +94,27 @@ def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
     return {"dropout": dropout_rng, "drop_path": drop_path_rng}
 
 
+def augment_on_device(
+    images: jax.Array, rng: jax.Array, step: jax.Array, config: ml_collections.ConfigDict
+) -> jax.Array:
+    """The random flip and config.augment (device_augment.augment_batch) of this device's uint8 shard,
+    in place of the host's (input_pipeline.train_image). Call under pmap.
+
+    Each example's draws come from (rng, this host, step, its index in the host's batch): the index is
+    the device's position among the host's devices times the per-device batch plus the position in the
+    shard, as the host pipeline lays its batch out, so a job resumed at step s replays the same
+    augmentations, and hosts draw differently as their pipelines do. The key is a split of `rng`, apart
+    from the dropout and stochastic-depth keys folded from `rng` itself (`step_rngs`)."""
+    _, augmentation_rng = jax.random.split(rng)
+    host_key = jax.random.fold_in(augmentation_rng, jax.process_index())
+    per_device = images.shape[0]
+    local_device = lax.axis_index(AXIS_NAME) % jax.local_device_count()
+    keys = device_augment.example_keys(host_key, step, local_device * per_device + jnp.arange(per_device))
+    return device_augment.augment_batch(
+        images, keys, config.get("augment"), config.randaugment_num_layers, config.randaugment_magnitude
+    )
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -104,15 +126,18 @@ def train_step(
     rng: jax.Array,
     normalization: InputNormalization,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on one device's shard of uint8 images; run under
-    `jax.pmap(axis_name='batch')`.
+    """One optimisation step on one device's shard of uint8 images (augmented here when
+    config.augment_on_device); run under `jax.pmap(axis_name='batch')`.
 
     Batch-norm statistics are reduced across replicas inside the model (its BN axis_name), the
     gradients here with `pmean`, so N devices compute what one device would on the whole batch.
     Each device draws its own dropout/stochastic-depth masks (`step_rngs`).
     """
     num_classes = model.spec.num_classes
-    images = normalize(batch["image"], normalization)
+    images = batch["image"]
+    if config.get("augment_on_device", False):
+        images = augment_on_device(images, rng, state.step, config)
+    images = normalize(images, normalization)
 
     def loss_fn(params):
         logits, new_model_state = model.apply(

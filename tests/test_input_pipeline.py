@@ -23,7 +23,7 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from efficientnet_jax import augment, input_pipeline, scaling
+from efficientnet_jax import augment, input_pipeline
 from efficientnet_jax.datasets import sklearn_digits
 
 FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
@@ -358,9 +358,7 @@ def test_resume_yields_the_same_batches_across_epochs(digits_data_dir):
     assert input_pipeline.steps_per_epoch(config, **hosts) == 6
     from_start = take(input_pipeline.create_train_iterator(config, **hosts), 10)
     for start_step in (4, 6, 7):
-        resumed = input_pipeline.create_train_iterator(
-            config, start_step=start_step, **hosts
-        )
+        resumed = input_pipeline.create_train_iterator(config, start_step=start_step, **hosts)
         assert_batches_equal(take(resumed, 10 - start_step), from_start[start_step:])
     # A new epoch is a new order, not a replay of the first.
     assert not np.array_equal(from_start[0]["label"], from_start[6]["label"])
@@ -403,11 +401,7 @@ def test_hosts_read_different_examples(digits_data_dir):
 def test_different_seeds_give_different_batches(digits_data_dir):
     hosts = dict(process_index=0, process_count=1, local_device_count=1)
     first = [
-        next(
-            input_pipeline.create_train_iterator(
-                make_config(data_dir=digits_data_dir, seed=seed), **hosts
-            )
-        )
+        next(input_pipeline.create_train_iterator(make_config(data_dir=digits_data_dir, seed=seed), **hosts))
         for seed in (0, 1)
     ]
     assert not np.array_equal(first[0]["image"], first[1]["image"])
@@ -496,6 +490,19 @@ def test_train_and_eval_images_are_uint8_squares(china_jpeg):
     np.testing.assert_array_equal(train.numpy(), input_pipeline.train_image(china_jpeg, seed, config).numpy())
     evaluated = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
     assert evaluated.shape == (64, 64, 3) and evaluated.dtype == tf.uint8
+
+
+def test_with_augmentation_on_the_device_the_host_stops_after_the_resize(china_jpeg):
+    """config.augment_on_device: the host's train image is its crop and resize alone, neither flipped
+    nor augmented (the train step does both), whatever config.augment says."""
+    seed = tf.constant([3, 4], tf.int64)
+    image_bytes = china_jpeg
+    on_device = make_config(augment="randaugment", augment_on_device=True)
+    crop_only = input_pipeline.train_image(image_bytes, seed, on_device).numpy()
+    crop_seed = tf.random.experimental.stateless_split(seed, num=3)[0]
+    box = lambda shape: input_pipeline.train_crop_box(shape, crop_seed, on_device)  # noqa: E731
+    expected = input_pipeline.resize(input_pipeline.decode_and_crop(image_bytes, box), 32).numpy()
+    np.testing.assert_array_equal(crop_only, expected)
 
 
 def test_augment_hook_applies_the_configured_policy(china_jpeg):
