@@ -4,10 +4,12 @@ The training loop needs the host to decode and augment `batch / hosts` images pe
 the accelerators fed is a question of images per second per CPU core, which this measures on real JPEGs:
 
     python -m benchmarks.input_pipeline --image_size=224 --augment=randaugment --threads=1
+    python -m benchmarks.input_pipeline --image_size=224 --augment_on_device --threads=1
 
 It runs the pipeline's own per-example code (`input_pipeline.preprocess_train_examples`: fused JPEG decode
-and random crop, bicubic resize, flip, optional AutoAugment/RandAugment, normalisation, with the per-example
-skip of undecodable images), then batches. The JPEGs are sklearn's two sample photographs re-encoded at
+and random crop, bicubic resize, then, unless --augment_on_device, flip and optional AutoAugment/RandAugment,
+with the per-example skip of undecodable images), then batches the uint8 images. --augment_on_device is the
+host's whole work when the train step augments (config.augment_on_device): decode, crop and resize only. The JPEGs are sklearn's two sample photographs re-encoded at
 ImageNet-like sizes, held in memory: file reading and TFRecord parsing are not measured (they are cheap
 next to decoding). `--threads` sizes tf.data's private thread pool; with 1 thread the figure is per core.
 The last line printed is a JSON record of the result.
@@ -24,7 +26,7 @@ from absl import app, flags
 
 from benchmarks.machine import cpu_model
 from configs import default
-from efficientnet_jax import configuration, input_pipeline
+from efficientnet_jax import input_pipeline
 
 # (height, width) of typical ImageNet photographs (the median is about 375x500).
 SOURCE_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500))
@@ -34,6 +36,7 @@ BATCH_SIZE = 32
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 224, "Training resolution (224 for B0, 380 for B4, ...).")
 flags.DEFINE_enum("augment", "none", ["none", "autoaugment", "randaugment"], "Augmentation policy.")
+flags.DEFINE_bool("augment_on_device", False, "The host's work when the step augments: decode+crop+resize only.")
 flags.DEFINE_integer("threads", 1, "tf.data private thread pool size; 1 gives the per-core figure.")
 flags.DEFINE_integer("num_images", 320, "Images timed, after one warm-up batch.")
 flags.DEFINE_integer("jpeg_quality", 90, "Quality of the re-encoded JPEGs (ImageNet's are mostly ~90).")
@@ -51,11 +54,12 @@ def source_jpegs(quality: int) -> list[bytes]:
     return encoded
 
 
-def benchmark_config(image_size: int, augment: str) -> ml_collections.ConfigDict:
-    """The default recipe at `image_size`, with `augment` ('none' = no policy)."""
+def benchmark_config(image_size: int, augment: str, augment_on_device: bool) -> ml_collections.ConfigDict:
+    """The default recipe at `image_size`, with `augment` ('none' = no policy) on the host or not."""
     config = default.get_config()
     config.image_size = image_size
     config.augment = None if augment == "none" else augment
+    config.augment_on_device = augment_on_device
     return config
 
 
@@ -66,9 +70,7 @@ def train_batches(
     sources = tf.data.Dataset.from_tensor_slices(list(jpegs)).repeat().take(num_images).enumerate()
     examples = sources.map(lambda index, image: (index, {"image": image, "label": index % 1000}))
     epoch_seed = tf.constant([config.seed, 0], tf.int64)
-    ds = input_pipeline.preprocess_train_examples(
-        examples, epoch_seed, config, configuration.resolve_input_normalization(config)
-    )
+    ds = input_pipeline.preprocess_train_examples(examples, epoch_seed, config)
     ds = ds.batch(BATCH_SIZE).prefetch(2)
     options = tf.data.Options()
     options.deterministic = True
@@ -89,7 +91,7 @@ def images_per_second(ds: tf.data.Dataset) -> tuple[float, int]:
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    config = benchmark_config(FLAGS.image_size, FLAGS.augment)
+    config = benchmark_config(FLAGS.image_size, FLAGS.augment, FLAGS.augment_on_device)
     ds = train_batches(source_jpegs(FLAGS.jpeg_quality), config, FLAGS.num_images + BATCH_SIZE, FLAGS.threads)
     rate, count = images_per_second(ds)
     print(
@@ -99,6 +101,7 @@ def main(argv: Sequence[str]) -> None:
                 "images_per_second_per_core": round(rate / FLAGS.threads, 1),
                 "image_size": FLAGS.image_size,
                 "augment": FLAGS.augment,
+                "augment_on_device": FLAGS.augment_on_device,
                 "threads": FLAGS.threads,
                 "images_timed": count,
                 "tf_version": tf.__version__,

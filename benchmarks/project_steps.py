@@ -15,7 +15,7 @@ import optax
 
 from configs import default
 from efficientnet_jax import optim, scaling, steps
-from efficientnet_jax.configuration import model_spec_from_config
+from efficientnet_jax.configuration import model_spec_from_config, resolve_input_normalization
 from efficientnet_jax.model import EfficientNet
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167  # only sizes the learning-rate schedule, which does not affect speed
@@ -58,7 +58,7 @@ def synthetic_batch(
     def make(key):
         image_key, label_key = jax.random.split(key)
         batch = {
-            "image": jax.random.normal(image_key, (per_device, size, size, 3), jnp.float32),
+            "image": jax.random.randint(image_key, (per_device, size, size, 3), 0, 256, jnp.int32).astype(jnp.uint8),
             "label": jax.random.randint(label_key, (per_device,), 0, num_classes, jnp.int32),
         }
         if with_mask:
@@ -93,10 +93,11 @@ def pmapped_step(config: ml_collections.ConfigDict, mode: str, num_classes: int)
         state = steps.create_train_state(rng, model, config.image_size, tx)
         return state if mode == "train" else {"params": state.params, "batch_stats": state.batch_stats}
 
+    normalization = resolve_input_normalization(config)
     if mode == "train":
         step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-        return steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng), initial_state
-    return steps.pmap_eval_step(model), initial_state
+        return steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng, normalization), initial_state
+    return steps.pmap_eval_step(model, normalization), initial_state
 
 
 def build_step(

@@ -52,6 +52,8 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     if spec.name in EFFICIENTNETV2_AUGMENTATION:
         config.augment, config.randaugment_magnitude = EFFICIENTNETV2_AUGMENTATION[spec.name]
         config.mixup_alpha = config.cutmix_alpha = EFFICIENTNETV2_MIXING_ALPHA.get(spec.name, 0.0)
+        # Mixing happens on the host, after augmentation (configuration.validate).
+        config.augment_on_device = not config.mixup_alpha
     else:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)

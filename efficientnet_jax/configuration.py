@@ -140,6 +140,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("mixup_alpha", "cutmix_alpha"):  # Beta(alpha, alpha) needs alpha > 0; 0 is off
         if config[key] < 0:
             raise ConfigError(f"config.{key} must be 0 (off) or positive, got {config[key]}.")
+    if config.augment_on_device and (config.mixup_alpha > 0 or config.cutmix_alpha > 0):
+        # The official order augments each image and then mixes the batch; mixing is the host's.
+        raise ConfigError(
+            "config.augment_on_device=True cannot follow Mixup/CutMix (config.mixup_alpha, "
+            "config.cutmix_alpha > 0): images are augmented before the host mixes them; set "
+            "config.augment_on_device=False."
+        )
     configured_input_normalization(config)
     validate_fine_tuning(config)
 

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import time
-from typing import Any, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import jax
 import ml_collections
@@ -38,6 +38,7 @@ from efficientnet_jax.checkpointing import (
 )
 from efficientnet_jax.configuration import model_spec_from_config
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.scaling import InputNormalization
 
 T = TypeVar("T")
 
@@ -51,9 +52,15 @@ class Evaluator:
         configuration.configured_input_normalization(config)  # a bad value fails before anything is read
         num_classes = input_pipeline.get_builder(config).info.features["label"].num_classes
         self.spec = model_spec_from_config(config, num_classes)
-        self._p_eval_step = steps.pmap_eval_step(EfficientNet(self.spec))
+        self._p_eval_steps: dict[InputNormalization, Callable] = {}
 
-    def _warm_up(self, variables: dict[str, Any]) -> None:
+    def _p_eval_step(self, normalization: InputNormalization) -> Callable:
+        """The compiled step for checkpoints of this normalisation (part of the step: one per value met)."""
+        if normalization not in self._p_eval_steps:
+            self._p_eval_steps[normalization] = steps.pmap_eval_step(EfficientNet(self.spec), normalization)
+        return self._p_eval_steps[normalization]
+
+    def _warm_up(self, p_eval_step: Callable, variables: dict[str, Any]) -> None:
         """Compiles the step on one all-padding batch, so images_per_second measures evaluation only."""
         local_devices = jax.local_device_count()
         per_device = input_pipeline.per_device_batch_size(
@@ -61,11 +68,11 @@ class Evaluator:
         )
         size = self.config.image_size
         padding = {
-            "image": np.zeros((local_devices, per_device, size, size, 3), np.float32),
+            "image": np.zeros((local_devices, per_device, size, size, 3), np.uint8),
             "label": np.zeros((local_devices, per_device), np.int32),
             "mask": np.zeros((local_devices, per_device), np.float32),
         }
-        jax.block_until_ready(self._p_eval_step(variables, padding))
+        jax.block_until_ready(p_eval_step(variables, padding))
 
     def evaluate(self, location: CheckpointLocation, weights: str) -> dict[str, Any]:
         """top1, top5, loss (mean, no label smoothing), num_examples, step, weights, split,
@@ -77,15 +84,16 @@ class Evaluator:
             self.config, checkpointing.read_input_normalization(where), where
         )
         # The split and the batch size are checked before the weights are read.
-        batches, _ = input_pipeline.create_eval_iterator(self.config, self.split, normalization=normalization)
+        batches, _ = input_pipeline.create_eval_iterator(self.config, self.split)
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
             lambda: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)),
         )
         variables = steps.replicate(variables)
-        self._warm_up(variables)
+        p_eval_step = self._p_eval_step(normalization)
+        self._warm_up(p_eval_step, variables)
         start = time.perf_counter()
-        metrics = steps.evaluate(self._p_eval_step, variables, batches)
+        metrics = steps.evaluate(p_eval_step, variables, batches)
         seconds = time.perf_counter() - start
         return {
             **metrics,

@@ -2,7 +2,10 @@
 
 Train and eval batches are built per host from that host's TFDS shard and
 shaped `[local_devices, per_device_batch, ...]` for `jax.pmap`-style or
-sharded consumption.
+sharded consumption. Images leave the host as the uint8 pixels of the crop
+and resize (and the host's augmentation): the steps normalise them on the
+devices (steps.normalize), so the host copies a quarter of float32's bytes
+and does no per-pixel float work.
 
 Training is resumable bit-exactly: everything random is a pure function of
 (config.seed, process_index, epoch, position in the epoch). Each epoch is its
@@ -42,7 +45,6 @@ from tensorflow.python.eager import context as tf_context
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment, batch_mixing
 from efficientnet_jax.datasets import image_folder
-from efficientnet_jax.scaling import InputNormalization
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -311,13 +313,6 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
-def normalize(image: tf.Tensor, normalization: InputNormalization) -> tf.Tensor:
-    """uint8 RGB to the float32 input the weights were trained on, `(pixels - mean) / std` per
-    channel: which mean and std is part of the weights (configuration.resolve_input_normalization)."""
-    image = tf.cast(image, tf.float32)
-    return (image - tf.constant(normalization.mean, tf.float32)) / tf.constant(normalization.std, tf.float32)
-
-
 def maybe_augment(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
     """AutoAugment/RandAugment (`config.augment`) on the cropped, flipped uint8 image."""
     return augment.apply(
@@ -333,11 +328,15 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     """Reference train preprocessing up to normalisation: uint8 [S, S, 3].
 
     Random crop, bicubic resize, random horizontal flip, then the augmentation
-    hook; every random draw is stateless and derived from `seed`.
+    hook; every random draw is stateless and derived from `seed`. With
+    config.augment_on_device the flip and the hook are the train step's
+    (steps.augment_on_device), and this stops after the resize.
     """
     crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     image = decode_and_crop(image_bytes, lambda shape: train_crop_box(shape, crop_seed, config))
     image = resize(image, config.image_size)
+    if config.get("augment_on_device", False):
+        return image
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return maybe_augment(image, augment_seed, config)
 
@@ -390,9 +389,8 @@ def preprocess_train_examples(
     ds: tf.data.Dataset,
     epoch_seed: tf.Tensor,
     config: ml_collections.ConfigDict,
-    normalization: InputNormalization,
 ) -> tf.data.Dataset:
-    """(index, {"image": bytes, "label"}) -> {"image", "label", "index", "valid"}, one output per input.
+    """(index, {"image": bytes, "label"}) -> {"image" (uint8), "label", "index", "valid"}, one output per input.
 
     An example whose image cannot be decoded comes out as a zero image with
     valid=False instead of raising or vanishing. Dropping it would shift every
@@ -408,7 +406,7 @@ def preprocess_train_examples(
     def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
         return {
-            "image": normalize(train_image(example["image"], seed, config), normalization),
+            "image": train_image(example["image"], seed, config),
             "label": tf.cast(example["label"], tf.int32),
             "index": index,
             "valid": tf.constant(True),
@@ -418,7 +416,7 @@ def preprocess_train_examples(
         decoded = tf.data.Dataset.from_tensors((index, example)).map(decode).ignore_errors()
         placeholder = tf.data.Dataset.from_tensors(
             {
-                "image": tf.zeros([image_size, image_size, 3], tf.float32),
+                "image": tf.zeros([image_size, image_size, 3], tf.uint8),
                 "label": tf.constant(0, tf.int32),
                 "index": index,
                 "valid": tf.constant(False),
@@ -475,7 +473,6 @@ def _train_epoch_dataset(
     builder: tfds.core.DatasetBuilder,
     shard: tfds.typing.SplitArg,
     config: ml_collections.ConfigDict,
-    normalization: InputNormalization,
     *,
     epoch: int,
     first_batch: int,
@@ -502,7 +499,7 @@ def _train_epoch_dataset(
     # Skipped examples are never decoded: resuming costs reading, not decoding.
     ds = ds.skip(first_batch * host_batch)
     epoch_seed = _epoch_example_seed(config.seed, process_index, epoch)
-    ds = preprocess_train_examples(ds, epoch_seed, config, normalization)
+    ds = preprocess_train_examples(ds, epoch_seed, config)
     ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
     mixup_alpha, cutmix_alpha = config.get("mixup_alpha", 0.0), config.get("cutmix_alpha", 0.0)
@@ -562,7 +559,6 @@ def _check_decoded(batch: Batch, *, epoch: int, skip_corrupt: bool) -> Batch:
 def create_train_iterator(
     config: ml_collections.ConfigDict,
     *,
-    normalization: InputNormalization,
     start_step: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
@@ -570,10 +566,10 @@ def create_train_iterator(
 ) -> Iterator[Batch]:
     """Infinite iterator of this host's train batches, starting at `start_step`.
 
-    Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
-    with `normalization`, "label": int32 [local_devices, per_device]}; with
+    Yields {"image": uint8 [local_devices, per_device, S, S, 3] (the train step
+    normalises: steps.normalize), "label": int32 [local_devices, per_device]}; with
     Mixup/CutMix on (config.mixup_alpha, config.cutmix_alpha; batch_mixing.py)
-    mixed images and float32 labels [local_devices, per_device, num_classes].
+    mixed float32 pixels and float32 labels [local_devices, per_device, num_classes].
     Batch k is the same whether iteration started at 0 or at any step <= k.
 
     An example whose image does not decode is, with config.skip_corrupt_images
@@ -599,7 +595,6 @@ def create_train_iterator(
                 builder,
                 shard,
                 config,
-                normalization,
                 epoch=epoch,
                 first_batch=first_batch if epoch == start_epoch else 0,
                 steps=steps,
@@ -622,7 +617,6 @@ def _eval_dataset(
     builder: tfds.core.DatasetBuilder,
     split: str,
     config: ml_collections.ConfigDict,
-    normalization: InputNormalization,
     *,
     process_index: int,
     process_count: int,
@@ -656,16 +650,10 @@ def _eval_dataset(
     )
     if config.cache_eval:
         ds = ds.cache()
-    ds = ds.map(
-        lambda example: {
-            "image": normalize(example["image"], normalization),
-            "label": example["label"],
-            "mask": tf.constant(1.0, tf.float32),
-        }
-    )
+    ds = ds.map(lambda example: {**example, "mask": tf.constant(1.0, tf.float32)})
     padding = tf.data.Dataset.from_tensors(
         {
-            "image": tf.zeros([config.image_size, config.image_size, 3], tf.float32),
+            "image": tf.zeros([config.image_size, config.image_size, 3], tf.uint8),
             "label": tf.constant(0, tf.int32),
             "mask": tf.constant(0.0, tf.float32),
         }
@@ -680,15 +668,14 @@ def create_eval_iterator(
     config: ml_collections.ConfigDict,
     split: str | None = None,
     *,
-    normalization: InputNormalization,
     process_index: int | None = None,
     process_count: int | None = None,
     local_device_count: int | None = None,
 ) -> tuple[Iterator[Batch], int]:
     """One pass over `split` (default config.eval_split) and its batch count.
 
-    Yields {"image": float32 [local_devices, per_device, S, S, 3] normalised
-    with `normalization`, "label": int32 [...], "mask": float32
+    Yields {"image": uint8 [local_devices, per_device, S, S, 3] (the eval step
+    normalises: steps.normalize), "label": int32 [...], "mask": float32
     [local_devices, per_device]}, mask 0 marking padding. Across hosts every
     example appears exactly once.
     """
@@ -704,7 +691,6 @@ def create_eval_iterator(
         builder,
         split,
         config,
-        normalization,
         process_index=process_index,
         process_count=process_count,
         local_device_count=local_device_count,
@@ -717,7 +703,6 @@ def create_eval_iterator(
             config.image_size,
             config.eval_crop_padding,
             config.eval_batch_size,
-            normalization,
             process_index,
             process_count,
             local_device_count,

@@ -25,10 +25,10 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from efficientnet_jax import checkpointing, input_pipeline, scaling
+from efficientnet_jax import checkpointing, input_pipeline, scaling, steps
 from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import InputNormalization, ModelSpec
+from efficientnet_jax.scaling import ModelSpec
 
 IMAGENET_CLASS_NAMES_FILE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_class_names.txt"
@@ -57,18 +57,16 @@ def class_labels(record: ModelRecord, num_classes: int) -> list[tuple[str, str]]
     return [(label, readable.get(label, label)) for label in labels]
 
 
-def image_file_input(
-    path: str, *, image_size: int, crop_padding: int, normalization: InputNormalization
-) -> np.ndarray:
-    """The float32 [S, S, 3] input a network sees for an image file (JPEG, PNG, GIF or BMP): the
-    evaluation's crop and resize to uint8 pixels, then `normalization`. Raises OSError for a file
-    that cannot be read, tf.errors.InvalidArgumentError for one that is not a decodable image."""
+def image_file_input(path: str, *, image_size: int, crop_padding: int) -> np.ndarray:
+    """The uint8 [S, S, 3] pixels of an image file (JPEG, PNG, GIF or BMP) as the evaluation's crop
+    and resize make them (the classifier normalises them, as the eval step does). Raises OSError for
+    a file that cannot be read, tf.errors.InvalidArgumentError for one that is not a decodable image."""
     with open(path, "rb") as f:
         image_bytes = f.read()
     image = input_pipeline.eval_image(
         tf.constant(image_bytes), image_size=image_size, crop_padding=crop_padding
     )
-    return input_pipeline.normalize(image, normalization).numpy()
+    return image.numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,20 +78,18 @@ class Classifier:
     spec: ModelSpec  # the record's, in float32
     weights: str  # 'ema' or 'raw'
     variables: dict[str, Any]
-    # The network's inference, (variables, inputs) -> logits, compiled once per batch size.
+    # The network's inference on uint8 pixels, (variables, pixels) -> logits: the record's
+    # normalisation, then the network; compiled once per batch size.
     forward: Callable[[dict[str, Any], np.ndarray], jax.Array]
 
     def input_of(self, path: str) -> np.ndarray:
-        """`image_file_input` with this checkpoint's image size, eval crop and normalisation."""
+        """`image_file_input` with this checkpoint's image size and eval crop."""
         return image_file_input(
-            path,
-            image_size=self.spec.resolution,
-            crop_padding=self.record.eval_crop_padding,
-            normalization=self.record.input_normalization,
+            path, image_size=self.spec.resolution, crop_padding=self.record.eval_crop_padding
         )
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 [N, classes] for inputs [N, S, S, 3] as `input_of` makes them."""
+        """float32 [N, classes] for uint8 pixels [N, S, S, 3] as `input_of` makes them."""
         return np.asarray(self.forward(self.variables, inputs))
 
 
@@ -104,7 +100,12 @@ def load_classifier(checkpoint: str, weights: str = "ema", step: int | None = No
     record = checkpointing.read_model_record(location.step_directory)
     spec = dataclasses.replace(record.model_spec(), dtype="float32", remat=False)
     variables = checkpointing.read_variables(location, spec, weights)
-    forward = jax.jit(functools.partial(EfficientNet(spec).apply, train=False))
+    model, normalization = EfficientNet(spec), record.input_normalization
+
+    @jax.jit
+    def forward(network_variables: dict[str, Any], pixels: jax.Array) -> jax.Array:
+        return model.apply(network_variables, steps.normalize(pixels, normalization), train=False)
+
     return Classifier(location, record, spec, weights, jax.device_put(variables), forward)
 
 

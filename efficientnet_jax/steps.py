@@ -3,6 +3,11 @@
 Below the jobs (trainer.py, evaluation.py) and above the model: it imports neither TensorFlow nor
 the input pipeline nor any metric writer, so the steps can be built, timed and tested on a machine
 that has only JAX, Flax and optax (benchmarks/, the accelerator suite).
+
+The steps take the host's pixels as they are, uint8 [devices, per_device, S, S, 3] (a quarter of the
+bytes of float32 inputs to copy to the devices), and make the network's inputs themselves: the
+training augmentation when config.augment_on_device (`augment_on_device`), then the normalisation the
+weights expect (`normalize`), then the model's compute dtype (the model casts).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import numpy as np
 import optax
 from jax import lax
 
-from efficientnet_jax import optim
+from efficientnet_jax import device_augment, optim
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.scaling import InputNormalization
 
 AXIS_NAME = "batch"
 
@@ -71,12 +77,58 @@ def hard_labels(labels: jax.Array) -> jax.Array:
     return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
 
 
+def normalization_table(normalization: InputNormalization) -> np.ndarray:
+    """float32 [256, 3]: `(pixel - mean) / std` of every pixel value in every channel, computed on the
+    host in IEEE float32 as the host pipeline computed each pixel before the steps took uint8."""
+    pixels = np.arange(256, dtype=np.float32)[:, None]
+    return (pixels - np.asarray(normalization.mean, np.float32)) / np.asarray(normalization.std, np.float32)
+
+
+def normalize(images: jax.Array, normalization: InputNormalization) -> jax.Array:
+    """uint8 pixels [..., 3] to the float32 inputs the weights were trained on, `(pixels - mean) / std`
+    per channel (which mean and std is part of the weights: configuration.resolve_input_normalization).
+
+    Looked up in `normalization_table` rather than computed: XLA rewrites a division by a per-channel
+    value into a multiplication by its reciprocal (constant or not), which is one unit in the last
+    place off the true quotient for about a quarter of the pixels, and a train step on those inputs
+    then differs from the step on the host-normalised ones by up to 4e-4 relative in some parameters
+    (measured on the tiny test model). The lookup gives the host's bits exactly (tests/test_train.py).
+    Mixup/CutMix batches arrive as blended float32 pixels in [0, 255], which are not table entries:
+    those are normalised arithmetically."""
+    if images.dtype != jnp.uint8:
+        mean, std = (jnp.asarray(values, jnp.float32) for values in (normalization.mean, normalization.std))
+        return (images.astype(jnp.float32) - mean) / std
+    table = jnp.asarray(normalization_table(normalization))
+    return table[images.astype(jnp.int32), jnp.arange(3)]
+
+
 def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
     """This device's keys for this step: folded with the step (so a resumed job replays the same
     draws) and with the device's index (so replicas draw different masks). Call under pmap."""
     key = jax.random.fold_in(jax.random.fold_in(rng, step), lax.axis_index(AXIS_NAME))
     dropout_rng, drop_path_rng = jax.random.split(key)
     return {"dropout": dropout_rng, "drop_path": drop_path_rng}
+
+
+def augment_on_device(
+    images: jax.Array, rng: jax.Array, step: jax.Array, config: ml_collections.ConfigDict
+) -> jax.Array:
+    """The random flip and config.augment (device_augment.augment_batch) of this device's uint8 shard,
+    in place of the host's (input_pipeline.train_image). Call under pmap.
+
+    Each example's draws come from (rng, this host, step, its index in the host's batch): the index is
+    the device's position among the host's devices times the per-device batch plus the position in the
+    shard, as the host pipeline lays its batch out, so a job resumed at step s replays the same
+    augmentations, and hosts draw differently as their pipelines do. The key is a split of `rng`, apart
+    from the dropout and stochastic-depth keys folded from `rng` itself (`step_rngs`)."""
+    _, augmentation_rng = jax.random.split(rng)
+    host_key = jax.random.fold_in(augmentation_rng, jax.process_index())
+    per_device = images.shape[0]
+    local_device = lax.axis_index(AXIS_NAME) % jax.local_device_count()
+    keys = device_augment.example_keys(host_key, step, local_device * per_device + jnp.arange(per_device))
+    return device_augment.augment_batch(
+        images, keys, config.get("augment"), config.randaugment_num_layers, config.randaugment_magnitude
+    )
 
 
 def train_step(
@@ -88,19 +140,25 @@ def train_step(
     learning_rate_fn: optax.Schedule,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    normalization: InputNormalization,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimisation step on one device's shard; run under `jax.pmap(axis_name='batch')`.
+    """One optimisation step on one device's shard of uint8 images (augmented here when
+    config.augment_on_device); run under `jax.pmap(axis_name='batch')`.
 
     Batch-norm statistics are reduced across replicas inside the model (its BN axis_name), the
     gradients here with `pmean`, so N devices compute what one device would on the whole batch.
     Each device draws its own dropout/stochastic-depth masks (`step_rngs`).
     """
     num_classes = model.spec.num_classes
+    images = batch["image"]
+    if config.get("augment_on_device", False):
+        images = augment_on_device(images, rng, state.step, config)
+    images = normalize(images, normalization)
 
     def loss_fn(params):
         logits, new_model_state = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
+            images,
             train=True,
             mutable=["batch_stats"],
             rngs=step_rngs(rng, state.step),
@@ -143,9 +201,16 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])).astype(jnp.float32)
 
 
-def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: EfficientNet) -> dict[str, jax.Array]:
-    """Sums of loss, top-1/top-5 hits and real examples (padding masked out) over all devices."""
-    logits = model.apply(variables, batch["image"], train=False)
+def eval_step(
+    variables: dict[str, Any],
+    batch: dict[str, jax.Array],
+    *,
+    model: EfficientNet,
+    normalization: InputNormalization,
+) -> dict[str, jax.Array]:
+    """Sums of loss, top-1/top-5 hits and real examples (padding masked out) over all devices, for a
+    batch of uint8 images normalised here with `normalization`."""
+    logits = model.apply(variables, normalize(batch["image"], normalization), train=False)
     labels, mask = batch["label"], batch["mask"]
     num_classes = model.spec.num_classes
     loss = cross_entropy(logits, labels, num_classes, 0.0)
@@ -183,15 +248,29 @@ def pmap_train_step(
     learning_rate_fn: optax.Schedule,
     config: ml_collections.ConfigDict,
     rng: jax.Array,
+    normalization: InputNormalization,
     devices: Optional[list] = None,
 ) -> Callable:
-    """`train_step` pmapped over the devices, the state's buffers donated (updated in place)."""
-    step = functools.partial(train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, config=config, rng=rng)
+    """`train_step` pmapped over the devices, the state's buffers donated (updated in place); the
+    normalisation is a constant of the compiled step."""
+    step = functools.partial(
+        train_step,
+        model=model,
+        tx=tx,
+        learning_rate_fn=learning_rate_fn,
+        config=config,
+        rng=rng,
+        normalization=normalization,
+    )
     return jax.pmap(step, axis_name=AXIS_NAME, donate_argnums=(0,), devices=devices)
 
 
-def pmap_eval_step(model: EfficientNet, devices: Optional[list] = None) -> Callable:
-    return jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS_NAME, devices=devices)
+def pmap_eval_step(
+    model: EfficientNet, normalization: InputNormalization, devices: Optional[list] = None
+) -> Callable:
+    """`eval_step` pmapped over the devices, the normalisation a constant of the compiled step."""
+    step = functools.partial(eval_step, model=model, normalization=normalization)
+    return jax.pmap(step, axis_name=AXIS_NAME, devices=devices)
 
 
 def replicate(tree: Any, devices: Optional[list] = None) -> Any:

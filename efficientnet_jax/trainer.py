@@ -166,8 +166,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2, sort_keys=True))
         state = steps.replicate(state)
-        p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng)
-        p_eval_step = steps.pmap_eval_step(model)
+        p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng, normalization)
+        p_eval_step = steps.pmap_eval_step(model, normalization)
 
         writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
         if start_step == 0:
@@ -185,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
                 ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
             ):
-                batches, _ = input_pipeline.create_eval_iterator(config, normalization=normalization)
+                batches, _ = input_pipeline.create_eval_iterator(config)
                 start = time.perf_counter()
                 metrics = steps.evaluate(p_eval_step, variables, batches)
                 results.update({f"eval_{weights}_{k}": v for k, v in metrics.items()})
@@ -199,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             return results
 
         train_batches = flax.jax_utils.prefetch_to_device(
-            input_pipeline.create_train_iterator(config, normalization=normalization, start_step=start_step),
+            input_pipeline.create_train_iterator(config, start_step=start_step),
             config.prefetch_batches,
         )
         pending_metrics = []

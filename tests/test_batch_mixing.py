@@ -200,10 +200,12 @@ def test_mixing_is_a_function_of_seed_host_and_step_only():
 
 def test_pipeline_mixes_train_batches_reproducibly_and_leaves_alpha_zero_and_eval_alone(data_dir):
     hosts = {"process_index": 0, "process_count": 1, "local_device_count": 2}
-    plain_config = tiny_config(data_dir, batch_size=8)
-    mixed_config = tiny_config(data_dir, batch_size=8, mixup_alpha=0.2, cutmix_alpha=0.2)
-    plain = input_pipeline.create_train_iterator(plain_config, normalization=IMAGENET_NORMALIZATION, **hosts)
-    mixed = input_pipeline.create_train_iterator(mixed_config, normalization=IMAGENET_NORMALIZATION, **hosts)
+    plain_config = tiny_config(data_dir, batch_size=8, augment_on_device=False)
+    mixed_config = tiny_config(
+        data_dir, batch_size=8, mixup_alpha=0.2, cutmix_alpha=0.2, augment_on_device=False
+    )
+    plain = input_pipeline.create_train_iterator(plain_config, **hosts)
+    mixed = input_pipeline.create_train_iterator(mixed_config, **hosts)
     plain_batches, mixed_batches = [next(plain) for _ in range(3)], [next(mixed) for _ in range(3)]
     for step, (plain_batch, mixed_batch) in enumerate(zip(plain_batches, mixed_batches)):
         assert plain_batch["label"].dtype == np.int32 and plain_batch["label"].shape == (2, 4)
@@ -222,13 +224,9 @@ def test_pipeline_mixes_train_batches_reproducibly_and_leaves_alpha_zero_and_eva
         )
         np.testing.assert_array_equal(mixed_batch["image"], expected["image"].numpy())
         np.testing.assert_array_equal(mixed_batch["label"], expected["label"].numpy())
-    resumed = input_pipeline.create_train_iterator(
-        mixed_config, normalization=IMAGENET_NORMALIZATION, start_step=2, **hosts
-    )
+    resumed = input_pipeline.create_train_iterator(mixed_config, start_step=2, **hosts)
     np.testing.assert_array_equal(next(resumed)["image"], mixed_batches[2]["image"])
-    eval_batches, _ = input_pipeline.create_eval_iterator(
-        mixed_config, normalization=IMAGENET_NORMALIZATION, **hosts
-    )
+    eval_batches, _ = input_pipeline.create_eval_iterator(mixed_config, **hosts)
     eval_batch = next(iter(eval_batches))
     assert eval_batch["label"].dtype == np.int32
 
@@ -271,10 +269,23 @@ def test_negative_alpha_is_a_config_error_naming_the_key():
         configuration.validate(config)
 
 
+def test_mixing_with_augmentation_on_the_device_is_a_config_error_and_v2_configs_avoid_it():
+    config = imagenet.get_config("v2-l")
+    assert config.augment_on_device is False
+    configuration.validate(config)
+    config.augment_on_device = True
+    with pytest.raises(configuration.ConfigError, match="config.augment_on_device=False"):
+        configuration.validate(config)
+
+
 def test_training_on_mixed_labels_runs_without_recompiling(data_dir):
     # One block: what is checked is the step on soft labels, and compiling a bigger network costs CI time.
     config = tiny_config(
-        data_dir, mixup_alpha=0.2, cutmix_alpha=0.2, **{"model.block_strings": ("r1_k3_s11_e1_i32_o16",)}
+        data_dir,
+        mixup_alpha=0.2,
+        cutmix_alpha=0.2,
+        augment_on_device=False,  # mixing is the host's, after augmentation (configuration.validate)
+        **{"model.block_strings": ("r1_k3_s11_e1_i32_o16",)},
     )
     spec = configuration.model_spec_from_config(config, num_classes=10)
     model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
@@ -284,11 +295,12 @@ def test_training_on_mixed_labels_runs_without_recompiling(data_dir):
     state = steps.replicate(
         steps.create_train_state(jax.random.key(0), model, config.image_size, tx), devices
     )
-    step = steps.pmap_train_step(model, tx, schedule, config, jax.random.key(1), devices=devices)
+    step = steps.pmap_train_step(
+        model, tx, schedule, config, jax.random.key(1), IMAGENET_NORMALIZATION, devices=devices
+    )
     batches = flax.jax_utils.prefetch_to_device(
         input_pipeline.create_train_iterator(
             config,
-            normalization=IMAGENET_NORMALIZATION,
             process_index=0,
             process_count=1,
             local_device_count=1,

@@ -124,9 +124,7 @@ def test_image_folder_reads_every_file_written_once(folders):
             assert len(paths) == len(set(paths)) == on_disk
         first_half = builder.as_dataset(split="train[:50%]")
         assert sum(1 for _ in first_half) == counts[folder]["train"] // 2
-    batches, _ = input_pipeline.create_eval_iterator(
-        digits_config(root, "digits_5-9", 1), normalization=IMAGENET_NORMALIZATION
-    )
+    batches, _ = input_pipeline.create_eval_iterator(digits_config(root, "digits_5-9", 1))
     assert sum(int(batch["mask"].sum()) for batch in batches) == counts["digits_5-9"]["test"]
 
 

@@ -23,11 +23,10 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from efficientnet_jax import augment, input_pipeline, scaling
+from efficientnet_jax import augment, input_pipeline
 from efficientnet_jax.datasets import sklearn_digits
 
 FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
-IMAGENET = scaling.IMAGENET_NORMALIZATION  # what tests that are not about normalisation use
 CHINA_JPEG_SHAPE = (427, 640, 3)
 
 
@@ -169,25 +168,20 @@ def imagenet_config(**overrides) -> ml_collections.ConfigDict:
 # Batches on faked ImageNet.
 
 
-def test_train_batches_have_device_layout_and_normalised_range(fake_imagenet):
+def test_train_batches_have_device_layout_and_leave_the_host_as_uint8_pixels(fake_imagenet):
+    """The host sends the crop's pixels (the step normalises): uint8, one byte per channel."""
     config = imagenet_config(batch_size=8)
     batches = input_pipeline.create_train_iterator(
-        config, normalization=IMAGENET, process_index=0, process_count=1, local_device_count=2
+        config, process_index=0, process_count=1, local_device_count=2
     )
     for _ in range(6):  # 40 examples / 8 = 5 steps: crosses an epoch.
         batch = next(batches)
         assert batch["image"].shape == (2, 4, 48, 48, 3)
-        assert batch["image"].dtype == np.float32
+        assert batch["image"].dtype == np.uint8
         assert batch["label"].shape == (2, 4)
         assert batch["label"].dtype == np.int32
-        per_channel = batch["image"].reshape(-1, 3)
-        mean = np.array(IMAGENET.mean)
-        std = np.array(IMAGENET.std)
-        eps = 1e-5
-        assert np.all(per_channel.min(0) >= -mean / std - eps)
-        assert np.all(per_channel.max(0) <= (255 - mean) / std + eps)
-        # Noise images span the whole pixel range: normalisation was applied.
-        assert per_channel.min() < -1.5 and per_channel.max() > 1.5
+        # Noise images span the whole pixel range: nothing rescaled them.
+        assert batch["image"].min() < 32 and batch["image"].max() > 223
 
 
 @pytest.mark.parametrize(
@@ -203,7 +197,6 @@ def test_eval_sees_every_example_once_on_every_host_count(
     for process_index in range(process_count):
         batches, num_batches = input_pipeline.create_eval_iterator(
             config,
-            normalization=IMAGENET,
             process_index=process_index,
             process_count=process_count,
             local_device_count=2,
@@ -226,7 +219,6 @@ def _one_epoch(config, start_step: int = 0) -> list[dict]:
     """Steps start_step..4 of epoch 0 (40 examples / batch 8) on one host with 2 devices."""
     batches = input_pipeline.create_train_iterator(
         config,
-        normalization=IMAGENET,
         start_step=start_step,
         process_index=0,
         process_count=1,
@@ -304,54 +296,26 @@ def test_cached_eval_on_png_digits_repeats_identically(digits_data_dir):
     hosts = dict(process_index=0, process_count=1, local_device_count=2)
     passes = []
     for _ in range(2):  # The second pass reads the in-memory cache.
-        batches, num_batches = input_pipeline.create_eval_iterator(config, normalization=IMAGENET, **hosts)
+        batches, num_batches = input_pipeline.create_eval_iterator(config, **hosts)
         passes.append(list(batches))
         assert len(passes[-1]) == num_batches == 6  # ceil(360 / 64)
     assert_batches_equal(passes[1], passes[0])
     assert sum(batch["mask"].sum() for batch in passes[0]) == 360
 
 
-def test_normalize_maps_known_pixels_as_each_normalisation_says():
-    """Pixels 0, 127 and 255 (and a red-green-blue pixel): ImageNet's per-channel statistics of the
-    official EfficientNet code, the official Lite/EdgeTPU 127/128, AdvProp's [-1, 1]."""
-    pixels = tf.constant([[[0, 0, 0], [127, 127, 127], [255, 255, 255], [255, 127, 0]]], tf.uint8)
-    expected = {
-        "imagenet": [
-            [-2.117904, -2.035714, -1.804444],
-            [0.056940, 0.187675, 0.409063],
-            [2.248908, 2.428571, 2.640000],
-            [2.248908, 0.187675, -1.804444],
-        ],
-        "edge": [[-0.9921875] * 3, [0.0] * 3, [1.0] * 3, [1.0, 0.0, -0.9921875]],
-        "signed_unit": [[-1.0] * 3, [-0.003921569] * 3, [1.0] * 3, [1.0, -0.003921569, -1.0]],
-    }
-    for name, values in expected.items():
-        normalized = input_pipeline.normalize(pixels, scaling.NAMED_NORMALIZATIONS[name])
-        assert normalized.dtype == tf.float32
-        np.testing.assert_allclose(normalized.numpy()[0], values, rtol=1e-5, atol=1e-6, err_msg=name)
-
-
-def test_train_and_eval_batches_are_normalised_as_asked(digits_data_dir):
-    """The eval pipeline's first image is the reference eval crop of the split's first example,
-    normalised with the normalisation passed; the train pipeline normalises the same pixels (same
-    seed) with each normalisation passed, and nothing else."""
+def test_eval_batches_are_the_reference_eval_crop_pixels(digits_data_dir):
+    """The eval pipeline's first image is, bit for bit, the reference eval crop (uint8) of the split's
+    first example; the train pipeline's images are uint8 pixels too."""
     config = make_config(data_dir=digits_data_dir, eval_batch_size=8, batch_size=8, eval_crop_padding=0)
     hosts = {"process_index": 0, "process_count": 1, "local_device_count": 1}
     builder = input_pipeline.get_builder(config)
     first = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()}).take(1)
     image_bytes = next(iter(first))["image"]
-    pixels = input_pipeline.eval_image(image_bytes, image_size=32, crop_padding=0).numpy().astype(np.float32)
-    train_pixels = []
-    for name, normalization in scaling.NAMED_NORMALIZATIONS.items():
-        mean, std = np.array(normalization.mean, np.float32), np.array(normalization.std, np.float32)
-        batches, _ = input_pipeline.create_eval_iterator(config, normalization=normalization, **hosts)
-        np.testing.assert_allclose(next(batches)["image"][0, 0], (pixels - mean) / std, rtol=1e-6, atol=1e-6)
-        train = next(input_pipeline.create_train_iterator(config, normalization=normalization, **hosts))["image"]
-        recovered = train * std + mean  # whole pixel values: exactly this normalisation was applied
-        np.testing.assert_allclose(recovered, np.round(recovered), atol=1e-3, err_msg=name)
-        train_pixels.append(np.round(recovered))
-    for other in train_pixels[1:]:
-        np.testing.assert_array_equal(other, train_pixels[0])
+    pixels = input_pipeline.eval_image(image_bytes, image_size=32, crop_padding=0).numpy()
+    batches, _ = input_pipeline.create_eval_iterator(config, **hosts)
+    np.testing.assert_array_equal(next(batches)["image"][0, 0], pixels)
+    train = next(input_pipeline.create_train_iterator(config, **hosts))["image"]
+    assert train.dtype == np.uint8 and train.shape == (1, 8, 32, 32, 3)
 
 
 def test_stratified_split_keeps_class_shares():
@@ -392,11 +356,9 @@ def test_resume_yields_the_same_batches_across_epochs(digits_data_dir):
     config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
     hosts = dict(process_index=0, process_count=1, local_device_count=2)
     assert input_pipeline.steps_per_epoch(config, **hosts) == 6
-    from_start = take(input_pipeline.create_train_iterator(config, normalization=IMAGENET, **hosts), 10)
+    from_start = take(input_pipeline.create_train_iterator(config, **hosts), 10)
     for start_step in (4, 6, 7):
-        resumed = input_pipeline.create_train_iterator(
-            config, normalization=IMAGENET, start_step=start_step, **hosts
-        )
+        resumed = input_pipeline.create_train_iterator(config, start_step=start_step, **hosts)
         assert_batches_equal(take(resumed, 10 - start_step), from_start[start_step:])
     # A new epoch is a new order, not a replay of the first.
     assert not np.array_equal(from_start[0]["label"], from_start[6]["label"])
@@ -409,12 +371,12 @@ def test_the_order_does_not_depend_on_tensorflows_global_seed(digits_data_dir):
     config = make_config(data_dir=digits_data_dir, train_split="train[:200]")
     hosts = dict(process_index=0, process_count=1, local_device_count=1)
     # Seven batches: into the second epoch.
-    unset = take(input_pipeline.create_train_iterator(config, normalization=IMAGENET, **hosts), 7)
+    unset = take(input_pipeline.create_train_iterator(config, **hosts), 7)
     tf.random.set_seed(1234)
     try:
         expected_draw = tf.random.uniform([4]).numpy()
         tf.random.set_seed(1234)
-        again = input_pipeline.create_train_iterator(config, normalization=IMAGENET, **hosts)
+        again = input_pipeline.create_train_iterator(config, **hosts)
         assert_batches_equal(take(again, 7), unset)
         np.testing.assert_array_equal(tf.random.uniform([4]).numpy(), expected_draw)
     finally:
@@ -426,7 +388,7 @@ def test_hosts_read_different_examples(digits_data_dir):
     first_batches = [
         next(
             input_pipeline.create_train_iterator(
-                config, normalization=IMAGENET, process_index=index, process_count=2, local_device_count=1
+                config, process_index=index, process_count=2, local_device_count=1
             )
         )
         for index in range(2)
@@ -439,11 +401,7 @@ def test_hosts_read_different_examples(digits_data_dir):
 def test_different_seeds_give_different_batches(digits_data_dir):
     hosts = dict(process_index=0, process_count=1, local_device_count=1)
     first = [
-        next(
-            input_pipeline.create_train_iterator(
-                make_config(data_dir=digits_data_dir, seed=seed), normalization=IMAGENET, **hosts
-            )
-        )
+        next(input_pipeline.create_train_iterator(make_config(data_dir=digits_data_dir, seed=seed), **hosts))
         for seed in (0, 1)
     ]
     assert not np.array_equal(first[0]["image"], first[1]["image"])
@@ -534,6 +492,19 @@ def test_train_and_eval_images_are_uint8_squares(china_jpeg):
     assert evaluated.shape == (64, 64, 3) and evaluated.dtype == tf.uint8
 
 
+def test_with_augmentation_on_the_device_the_host_stops_after_the_resize(china_jpeg):
+    """config.augment_on_device: the host's train image is its crop and resize alone, neither flipped
+    nor augmented (the train step does both), whatever config.augment says."""
+    seed = tf.constant([3, 4], tf.int64)
+    image_bytes = china_jpeg
+    on_device = make_config(augment="randaugment", augment_on_device=True)
+    crop_only = input_pipeline.train_image(image_bytes, seed, on_device).numpy()
+    crop_seed = tf.random.experimental.stateless_split(seed, num=3)[0]
+    box = lambda shape: input_pipeline.train_crop_box(shape, crop_seed, on_device)  # noqa: E731
+    expected = input_pipeline.resize(input_pipeline.decode_and_crop(image_bytes, box), 32).numpy()
+    np.testing.assert_array_equal(crop_only, expected)
+
+
 def test_augment_hook_applies_the_configured_policy(china_jpeg):
     image = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
     seed = tf.constant([3, 4], tf.int64)
@@ -577,15 +548,15 @@ def test_batch_not_dividing_devices_names_the_key(digits_data_dir):
     config = make_config(data_dir=digits_data_dir, batch_size=10, eval_batch_size=10)
     hosts = dict(process_index=0, process_count=1, local_device_count=4)
     with pytest.raises(input_pipeline.DatasetConfigError, match="config.batch_size"):
-        input_pipeline.create_train_iterator(config, normalization=IMAGENET, **hosts)
+        input_pipeline.create_train_iterator(config, **hosts)
     with pytest.raises(input_pipeline.DatasetConfigError, match="config.eval_batch_size"):
-        input_pipeline.create_eval_iterator(config, normalization=IMAGENET, **hosts)
+        input_pipeline.create_eval_iterator(config, **hosts)
 
 
 def test_unknown_split_names_the_key_and_lists_splits(digits_data_dir):
     hosts = dict(process_index=0, process_count=1, local_device_count=1)
     config = make_config(data_dir=digits_data_dir, train_split="training", eval_split="validation")
     with pytest.raises(input_pipeline.DatasetConfigError, match=r"config.train_split.*\['test', 'train'\]"):
-        input_pipeline.create_train_iterator(config, normalization=IMAGENET, **hosts)
+        input_pipeline.create_train_iterator(config, **hosts)
     with pytest.raises(input_pipeline.DatasetConfigError, match="config.eval_split"):
-        input_pipeline.create_eval_iterator(config, normalization=IMAGENET, **hosts)
+        input_pipeline.create_eval_iterator(config, **hosts)

@@ -11,7 +11,6 @@ import numpy as np
 
 from configs import quickstart
 from efficientnet_jax import input_pipeline
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
 from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +79,6 @@ def test_each_host_reads_its_own_shard(data_dir):
                                                local_device_count=2)
         batches = input_pipeline.create_train_iterator(
             config,
-            normalization=IMAGENET_NORMALIZATION,
             process_index=process_index,
             process_count=2,
             local_device_count=2,

@@ -13,7 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from efficientnet_jax import configuration, input_pipeline, optim, steps, trainer
+import tensorflow as tf
+
+from efficientnet_jax import configuration, input_pipeline, optim, scaling, steps, trainer
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
 from tests import xla_flags
@@ -22,13 +24,85 @@ from tests.workers.tiny_config import tiny_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _step_fn(config, devices):
+def _step_fn(config, devices, normalization=IMAGENET_NORMALIZATION):
     spec = configuration.model_spec_from_config(config, num_classes=10)
     model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     schedule = optim.learning_rate_schedule(0.05, 10, 0.0, 0.97, 2.4)  # no warm-up: lr > 0 at step 0
     tx = optim.rmsprop(schedule, config)
     state = steps.create_train_state(jax.random.key(0), model, config.image_size, tx)
-    return state, steps.pmap_train_step(model, tx, schedule, config, jax.random.key(1), devices=devices)
+    step = steps.pmap_train_step(
+        model, tx, schedule, config, jax.random.key(1), normalization, devices=devices
+    )
+    return state, step
+
+
+def test_normalize_maps_known_pixels_as_each_normalisation_says():
+    """Pixels 0, 127 and 255 (and a red-green-blue pixel): ImageNet's per-channel statistics of the
+    official EfficientNet code, the official Lite/EdgeTPU 127/128, AdvProp's [-1, 1]."""
+    pixels = np.array([[0, 0, 0], [127, 127, 127], [255, 255, 255], [255, 127, 0]], np.uint8)
+    expected = {
+        "imagenet": [
+            [-2.117904, -2.035714, -1.804444],
+            [0.056940, 0.187675, 0.409063],
+            [2.248908, 2.428571, 2.640000],
+            [2.248908, 0.187675, -1.804444],
+        ],
+        "edge": [[-0.9921875] * 3, [0.0] * 3, [1.0] * 3, [1.0, 0.0, -0.9921875]],
+        "signed_unit": [[-1.0] * 3, [-0.003921569] * 3, [1.0] * 3, [1.0, -0.003921569, -1.0]],
+    }
+    for name, values in expected.items():
+        normalized = steps.normalize(pixels, scaling.NAMED_NORMALIZATIONS[name])
+        assert normalized.dtype == jnp.float32
+        np.testing.assert_allclose(normalized, values, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_uint8_feeding_gives_the_float_feeding_step_bit_for_bit(data_dir, monkeypatch):
+    """The step fed uint8 pixels (normalised inside it) against the step as it was before, fed the
+    host's float32 `(pixels - mean) / std` computed by TensorFlow and normalising nothing: the same
+    inputs, and the loss, the metrics and every leaf of the new state, to the bit (augmentation off)."""
+    config = tiny_config(
+        data_dir, augment_on_device=False, **{"model.drop_connect_rate": 0.0, "model.dropout_rate": 0.0}
+    )
+    pixels = np.random.default_rng(0).integers(0, 256, size=(1, 4, 16, 16, 3), dtype=np.uint8)
+    pixels[0, 0] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)  # every pixel value
+    labels = np.arange(4, dtype=np.int32)[None]
+    mean = tf.constant(IMAGENET_NORMALIZATION.mean, tf.float32)
+    std = tf.constant(IMAGENET_NORMALIZATION.std, tf.float32)
+    host_floats = ((tf.cast(pixels, tf.float32) - mean) / std).numpy()
+    device_floats = jax.jit(steps.normalize, static_argnums=1)(pixels, IMAGENET_NORMALIZATION)
+    np.testing.assert_array_equal(np.asarray(device_floats), host_floats)
+
+    devices = jax.local_devices()[:1]
+    state, uint8_step = _step_fn(config, devices)
+    from_uint8 = uint8_step(steps.replicate(state, devices), {"image": pixels, "label": labels})
+    _, float_step = _step_fn(config, devices)
+    with monkeypatch.context() as patch:  # the step as it was: its inputs as they come
+        patch.setattr(steps, "normalize", lambda images, normalization: images)
+        from_floats = float_step(steps.replicate(state, devices), {"image": host_floats, "label": labels})
+    for a, b in zip(jax.tree.leaves(from_uint8), jax.tree.leaves(from_floats)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_device_augmentation_depends_on_the_example_index_on_its_host_not_on_the_devices():
+    """Each example's on-device augmentation is drawn from (key, host, step, its index in the host's
+    batch): 8 devices of 2 examples augment a batch exactly as 1 device of 16 does, the step changes
+    the draws, and RandAugment changed pixels."""
+    config = tiny_config(None, augment="randaugment", randaugment_num_layers=1)
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
+    rng = jax.random.key(3)
+
+    def augmented(devices, step):
+        augment = jax.pmap(
+            lambda shard: steps.augment_on_device(shard, rng, step, config),
+            axis_name=steps.AXIS_NAME,
+            devices=devices,
+        )
+        return np.asarray(augment(images.reshape(len(devices), -1, 16, 16, 3))).reshape(images.shape)
+
+    on_8 = augmented(jax.local_devices(), 5)
+    np.testing.assert_array_equal(on_8, augmented(jax.local_devices()[:1], 5))
+    assert not np.array_equal(on_8, augmented(jax.local_devices(), 6))
+    assert not np.array_equal(on_8, images)
 
 
 def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir):
@@ -38,7 +112,7 @@ def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir
     assert jax.local_device_count() == 8
     config = tiny_config(data_dir, **{"model.drop_connect_rate": 0.0, "model.dropout_rate": 0.0})
     rng = np.random.default_rng(0)
-    images = rng.normal(size=(16, 16, 16, 3)).astype(np.float32) * 2 + 0.3
+    images = rng.integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=(16,)).astype(np.int32)
 
     state, step8 = _step_fn(config, jax.local_devices())
@@ -88,11 +162,10 @@ def test_per_device_rng_streams_differ_and_replay_by_step():
 
 
 def test_no_recompilation_after_the_first_step(data_dir):
-    config = tiny_config(data_dir)
+    """uint8 batches, RandAugment on the devices: one compilation for every step."""
+    config = tiny_config(data_dir, augment="randaugment", augment_on_device=True)
     state, step = _step_fn(config, jax.local_devices())
-    batches = flax.jax_utils.prefetch_to_device(
-        input_pipeline.create_train_iterator(config, normalization=IMAGENET_NORMALIZATION), 2
-    )
+    batches = flax.jax_utils.prefetch_to_device(input_pipeline.create_train_iterator(config), 2)
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, duration, **kwargs: compiles.append(event) if "backend_compile" in event else None
@@ -129,9 +202,11 @@ def _load_checkpoint(workdir, step):
 
 def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
     """Preempt a job with SIGTERM (a fresh process each time, as a preemption ends a job), restart
-    it, and compare with an uninterrupted run: parameters, EMA and optimizer state bit-exact."""
+    it, and compare with an uninterrupted run: parameters, EMA and optimizer state bit-exact, with
+    RandAugment on the devices (the resumed steps replay their augmentations)."""
     interrupted = str(tmp_path / "interrupted")
-    process = _run_train(interrupted, data_dir, "--config.num_train_steps=1000", wait=False)
+    on_device = ("--config.augment=randaugment", "--config.augment_on_device=True")
+    process = _run_train(interrupted, data_dir, "--config.num_train_steps=1000", *on_device, wait=False)
     output = []
     for line in process.stdout:
         output.append(line)
@@ -146,10 +221,10 @@ def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
     assert stopped_at >= 4 and os.path.isdir(os.path.join(interrupted, "checkpoints", str(stopped_at)))
 
     total = stopped_at + 3
-    resumed_log = _run_train(interrupted, data_dir, f"--config.num_train_steps={total}")
+    resumed_log = _run_train(interrupted, data_dir, f"--config.num_train_steps={total}", *on_device)
     assert f"Resumed from the checkpoint of step {stopped_at}" in resumed_log
     straight = str(tmp_path / "straight")
-    _run_train(straight, data_dir, f"--config.num_train_steps={total}")
+    _run_train(straight, data_dir, f"--config.num_train_steps={total}", *on_device)
 
     a, b = _load_checkpoint(interrupted, total), _load_checkpoint(straight, total)
     assert int(a["step"]) == int(b["step"]) == total

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from efficientnet_jax import configuration, optim, steps, trainer  # noqa: E402
 from efficientnet_jax.model import EfficientNet  # noqa: E402
+from efficientnet_jax.scaling import IMAGENET_NORMALIZATION  # noqa: E402
 from tests.workers import tiny_config as tiny_config_module  # noqa: E402
 
 
@@ -61,7 +62,8 @@ def run_fixed_steps(config):
     state = flax.jax_utils.replicate(steps.create_train_state(jax.random.key(0), model, 16, tx))
     step = jax.pmap(
         functools.partial(
-            steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1)
+            steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1),
+            normalization=IMAGENET_NORMALIZATION,
         ),
         axis_name=steps.AXIS_NAME,
     )
