@@ -54,7 +54,11 @@ def flat_params(params):
 
 
 def run_fixed_steps(config):
-    """Three steps on fixed global batches of 8; host p feeds examples [p*4/P*2, ...)."""
+    """Three steps on fixed global batches of 8 uint8 images; host p feeds examples [p*4/P*2, ...).
+    Augmentation stays off: on the device it is keyed by the example's index on its host, which two
+    hosts and one host number differently, and what is compared here is the cross-host reduction."""
+    config = config.copy_and_resolve_references()
+    config.augment_on_device = False
     spec = configuration.model_spec_from_config(config, num_classes=10)
     model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     schedule = optim.learning_rate_schedule(0.01, 10, 0.0, 0.97, 2.4)
@@ -70,7 +74,7 @@ def run_fixed_steps(config):
     rng = np.random.default_rng(0)
     local = jax.local_device_count()
     for _ in range(3):
-        images = rng.normal(size=(4, 2, 16, 16, 3)).astype(np.float32)
+        images = rng.integers(0, 256, size=(4, 2, 16, 16, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(4, 2)).astype(np.int32)
         mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
         state, _ = step(state, {"image": images[mine], "label": labels[mine]})
