@@ -40,7 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.manual_dir = config_dict.placeholder(str)  # where the ImageNet tar files are, to prepare it
     config.train_split = "train"
     config.eval_split = "validation"
-    config.image_size = 224
+    config.image_size = 224  # evaluation; training too unless train_image_size is set
+    config.train_image_size = config_dict.placeholder(int)  # None: image_size (EfficientNetV2 trains smaller)
     config.shuffle_buffer_size = 16_384
     config.crop_area_range = (0.08, 1.0)
     config.crop_aspect_range = (3 / 4, 4 / 3)
@@ -55,6 +56,19 @@ def get_config() -> ml_collections.ConfigDict:
     # set, half of each device's batch gets each. Labels then reach the step as probabilities.
     config.mixup_alpha = 0.0
     config.cutmix_alpha = 0.0
+    # EfficientNetV2's progressive learning (progressive.py): num_stages stages of equal length, in which
+    # the train image size grows from min_image_size to the train size and the RandAugment magnitude,
+    # Mixup and CutMix alphas (and, when min_dropout_rate is set, the dropout rate) grow linearly from
+    # these minima to the config's own values. 0 or 1 stage: off (B0-B7); configs/imagenet.py sets 4 for
+    # V2. The minima are the official code's (efficientnetv2/main.py, hparams.py `ibase`); dropout stays
+    # at the model's there (None), the paper's Table 6 grows it from 0.1.
+    config.progressive = ml_collections.ConfigDict()
+    config.progressive.num_stages = 0
+    config.progressive.min_image_size = 128
+    config.progressive.min_randaugment_magnitude = 5.0
+    config.progressive.min_mixup_alpha = 0.0
+    config.progressive.min_cutmix_alpha = 0.0
+    config.progressive.min_dropout_rate = config_dict.placeholder(float)
     # Where the random flip and config.augment run. True: inside the train step, on the accelerators
     # (device_augment.py), per example from (seed, host, step, example index), so the host only decodes,
     # crops and resizes. False: on the host in tf.data (augment.py, the reference the device version is

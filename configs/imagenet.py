@@ -7,12 +7,12 @@ baseline network (`config.model.baseline` left unset): Lite0 for `lite*`, EdgeTP
 its own V2 table for `v2-*`.
 
 Image size. `config.image_size` is the variant's evaluation size, the one its published top-1 was
-measured at, and the input pipeline trains at it too. EfficientNetV2 trains on smaller images than
-it evaluates on (V2-S: 300 for training, 384 for evaluation; `scaling.VARIANTS`, `train_resolution`):
-to train at the official size, pass `--config.image_size=300` and evaluate the checkpoint with
-`configs/imagenet.py:v2-s` (eval.py reads the image size from the config it is given). Progressive
-learning, which grows the training size over the run (and the Mixup/CutMix alphas with it), is not
-implemented yet: V2-M/L/XL mix at their final alphas throughout.
+measured at; B0-B7, Lite and EdgeTPU train at it too. EfficientNetV2 trains on smaller images than
+it evaluates on: `config.train_image_size` is the official train size (V2-S: 300, evaluated at 384;
+`scaling.VARIANTS`, `train_resolution`), and the V2 configs train with the official progressive
+learning (progressive.py): 4 stages in which the train size grows from 128 to it, the RandAugment
+magnitude from 5 and the Mixup/CutMix alphas from 0 to the variant's (V2-S: sizes 171, 214, 257, 300,
+magnitudes 5, 6.7, 8.3, 10). `--config.progressive.num_stages=0` trains at the final values throughout.
 """
 
 import ml_collections
@@ -50,6 +50,8 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     config.image_size = spec.resolution
     config.model.batch_norm_momentum = spec.batch_norm_momentum  # 0.99; EfficientNetV2: 0.9
     if spec.name in EFFICIENTNETV2_AUGMENTATION:
+        config.train_image_size = scaling.variant_coefficients(spec.name).train_resolution
+        config.progressive.num_stages = 4  # effnetv2_configs.py: train=dict(stages=4, sched=True)
         config.augment, config.randaugment_magnitude = EFFICIENTNETV2_AUGMENTATION[spec.name]
         config.mixup_alpha = config.cutmix_alpha = EFFICIENTNETV2_MIXING_ALPHA.get(spec.name, 0.0)
         # Mixing happens on the host, after augmentation (configuration.validate).

@@ -3,7 +3,8 @@
 
 A checkpoint is a step directory `<workdir>/checkpoints/<step>/` with the items `state` (the
 TrainState) and `model` (a `ModelRecord` as JSON: the ModelSpec, the input normalisation the weights
-expect, the eval crop, the class names). Only the coordinator (process 0) touches the
+expect, the eval crop, the class names), and, for a job with progressive learning,
+`progressive_learning` (its stage schedule as JSON, progressive.schedule_to_json). Only the coordinator (process 0) touches the
 files; what it read is broadcast to the other hosts, so shared and host-local file systems behave
 alike. Saves are asynchronous: the step loop only waits for the device-to-host copy.
 """
@@ -25,12 +26,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from efficientnet_jax import progressive
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec, StageSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
 DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume
 FINAL_METRICS_FILE = "final_metrics.json"  # written by train_and_evaluate when the job ends
+PROGRESSIVE_LEARNING_ITEM = "progressive_learning"  # the stage schedule of a job with progressive learning
 # The TrainState fields holding the variables evaluated with each choice of --weights.
 WEIGHT_FIELDS = {"ema": ("ema_params", "ema_batch_stats"), "raw": ("params", "batch_stats")}
 # The eval crop of the released checkpoints (padding 32 at every resolution): what a checkpoint that
@@ -272,6 +275,35 @@ def read_model_record(step_directory: str) -> ModelRecord:
     return ModelRecord.from_json(read_items(step_directory, model=ocp.args.JsonRestore()).model)
 
 
+def read_progressive_schedule(step_directory: str) -> dict[str, Any] | None:
+    """The progressive-learning schedule stored at a step directory (progressive.schedule_to_json); None
+    for a checkpoint trained without progressive learning."""
+    if not os.path.isdir(os.path.join(step_directory, PROGRESSIVE_LEARNING_ITEM)):
+        return None
+    return read_items(step_directory, **{PROGRESSIVE_LEARNING_ITEM: ocp.args.JsonRestore()})[PROGRESSIVE_LEARNING_ITEM]
+
+
+def check_same_schedule(step_directory: str, schedule: Sequence[progressive.Stage]) -> None:
+    """Stops a job resuming from `step_directory` when its config now gives another progressive-learning
+    schedule (`schedule`, empty without progressive learning) than the checkpoint was trained on. Which
+    stage a step belongs to, and at what size and regularisation it trains, is the schedule's: a run
+    that changed it half-way would be neither the old run nor the new one, and a CheckpointError (as
+    for a checkpoint of another model) makes the user choose. Read by process 0, raised on every host."""
+
+    def read() -> np.ndarray:
+        differences = progressive.schedule_differences(read_progressive_schedule(step_directory), schedule)
+        if differences:
+            raise CheckpointError(
+                f"The checkpoint at {step_directory} was trained on another progressive-learning schedule than "
+                f"the config gives ({'; '.join(differences)}). Resume with the config it was started with "
+                f"(config.progressive, the number of steps, the train size, dropout, magnitude and alphas), "
+                f"or use another --workdir."
+            )
+        return np.array(0)
+
+    on_coordinator(read, lambda: np.array(0))
+
+
 def normalization_to_array(normalization: InputNormalization) -> np.ndarray:
     """The float64 values as int32 pairs: a broadcast between hosts would round float64 to float32
     (JAX without x64), and every host must normalise with the same numbers as the checkpoint says."""
@@ -353,7 +385,8 @@ class Checkpointer:
                 create=False,
                 cleanup_tmp_directories=True,
             )
-            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "model"))
+            items = ("state", "model", PROGRESSIVE_LEARNING_ITEM)
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=items)
         self._last_saved: Optional[int] = None
 
     def __enter__(self) -> "Checkpointer":
@@ -378,14 +411,17 @@ class Checkpointer:
             step = None if step < 0 else step
         return step
 
-    def save(self, step: int, state: Any, model: ModelRecord) -> None:
+    def save(
+        self, step: int, state: Any, model: ModelRecord, schedule: Sequence[progressive.Stage] = ()
+    ) -> None:
         """Starts an asynchronous save of a host-local (unreplicated) state, with the record of its
-        model. A failure of this save or of the previous one (they surface here) raises
-        CheckpointSaveError."""
+        model and the progressive-learning schedule it is trained on (none: not saved). A failure of
+        this save or of the previous one (they surface here) raises CheckpointSaveError."""
         if self._manager:
-            args = ocp.args.Composite(
-                state=ocp.args.StandardSave(jax.device_get(state)), model=ocp.args.JsonSave(model.to_json())
-            )
+            items = {"state": ocp.args.StandardSave(jax.device_get(state)), "model": ocp.args.JsonSave(model.to_json())}
+            if schedule:
+                items[PROGRESSIVE_LEARNING_ITEM] = ocp.args.JsonSave(progressive.schedule_to_json(schedule))
+            args = ocp.args.Composite(**items)
             with self._save_errors(step):
                 self._manager.save(step, args=args, force=True)
             self._last_saved = step

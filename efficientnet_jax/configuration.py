@@ -68,6 +68,13 @@ def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) 
     return model.spec
 
 
+def train_image_size(config: ml_collections.ConfigDict) -> int:
+    """The size the input pipeline trains at: config.train_image_size, else config.image_size (the eval
+    size, at which B0-B7 also train). EfficientNetV2 trains smaller than it evaluates
+    (`scaling.VARIANTS`' train_resolution); with progressive learning this is the last stage's size."""
+    return config.get("train_image_size") or config.image_size
+
+
 def parse_input_normalization(value: str) -> InputNormalization:
     """A name of `scaling.NAMED_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one
     value each stands for all three channels) of pixels in [0, 255]: the spelling

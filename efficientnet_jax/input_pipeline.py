@@ -44,6 +44,7 @@ from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment, batch_mixing
+from efficientnet_jax.configuration import train_image_size
 from efficientnet_jax.datasets import image_folder
 
 
@@ -277,7 +278,7 @@ def train_crop_box(image_shape: tf.Tensor, seed: tf.Tensor, config: ml_collectio
     )
     return tf.where(
         is_whole_image,
-        center_crop_box(image_shape, image_size=config.image_size, padding=config.eval_crop_padding),
+        center_crop_box(image_shape, image_size=train_image_size(config), padding=config.eval_crop_padding),
         sampled,
     )
 
@@ -325,7 +326,9 @@ def maybe_augment(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.Conf
 
 
 def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
-    """Reference train preprocessing up to normalisation: uint8 [S, S, 3].
+    """Reference train preprocessing up to normalisation: uint8 [S, S, 3], S the train size
+    (configuration.train_image_size: EfficientNetV2's, or a progressive-learning stage's, is smaller
+    than the eval size).
 
     Random crop, bicubic resize, random horizontal flip, then the augmentation
     hook; every random draw is stateless and derived from `seed`. With
@@ -334,7 +337,7 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     """
     crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     image = decode_and_crop(image_bytes, lambda shape: train_crop_box(shape, crop_seed, config))
-    image = resize(image, config.image_size)
+    image = resize(image, train_image_size(config))
     if config.get("augment_on_device", False):
         return image
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
@@ -401,7 +404,7 @@ def preprocess_train_examples(
     runs these in parallel and keeps the input order. Seeds come from the index,
     which is known before decoding, so no other example's draws change.
     """
-    image_size = config.image_size
+    image_size = train_image_size(config)
 
     def decode(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)

@@ -2,15 +2,21 @@
 
 Data flow: config -> input_pipeline (host batches) -> prefetch to devices -> pmapped train_step
 (model, loss, RMSProp, EMA) -> metrics (clu writers) and checkpoints (orbax, checkpointing.py).
+
+The run is a sequence of stages (progressive.py): one without progressive learning; with it, each
+stage has its own train image size, dropout, RandAugment magnitude and Mixup/CutMix alphas, hence
+its own train iterator and train step, compiled once when the stage begins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax
@@ -22,7 +28,9 @@ from absl import logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import checkpointing, configuration, finetuning, input_pipeline, optim, scaling, steps
+from efficientnet_jax import (
+    checkpointing, configuration, finetuning, input_pipeline, optim, progressive, scaling, steps,
+)
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.steps import AXIS_NAME, TrainState
@@ -108,6 +116,35 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _start_stage(
+    config: ml_collections.ConfigDict,
+    stage: progressive.Stage,
+    spec: scaling.ModelSpec,
+    tx: Any,
+    learning_rate_fn: Callable[[Any], Any],
+    rng: jax.Array,
+    normalization: scaling.InputNormalization,
+    step: int,
+) -> tuple[Callable, Iterator]:
+    """The pmapped train step and the device-prefetched train batches of `stage`, from `step` on: the
+    model at the stage's dropout rate, the input pipeline at its image size, magnitude and alphas
+    (progressive.stage_config). The step compiles at its first call, once per stage: its inputs keep
+    their shapes through the stage. The batches are those an iterator started at the stage's first step
+    would give from `step` (the pipeline's order depends on the seed and the step alone), so a job
+    resumed mid-stage trains on the same batches."""
+    stage_config = progressive.stage_config(config, stage)
+    model = EfficientNet(
+        dataclasses.replace(spec, dropout_rate=stage.dropout_rate),
+        batch_norm_axis_name=AXIS_NAME,
+        freeze_batch_norm=config.freeze_batch_norm,
+    )
+    p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, stage_config, rng, normalization)
+    batches = flax.jax_utils.prefetch_to_device(
+        input_pipeline.create_train_iterator(stage_config, start_step=step), config.prefetch_batches
+    )
+    return p_train_step, batches
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
     """Trains (resuming from the newest checkpoint in `workdir`; a fresh job with config.init_checkpoint
     starts from that checkpoint's weights, finetuning.py), evaluates raw and EMA weights, and
@@ -127,6 +164,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     num_train_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
 
     spec = configuration.model_spec_from_config(config, num_classes)
+    schedule = progressive.stage_schedule(config, num_train_steps, spec.dropout_rate)
+    # What checkpoints store and a resumed job must agree with: nothing without progressive learning, so
+    # that such a job can still be resumed for more steps.
+    saved_schedule = schedule if progressive.is_enabled(config) else ()
     model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, freeze_batch_norm=config.freeze_batch_norm)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
@@ -154,6 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
             weights_source = os.path.join(checkpointer.directory, str(start_step))
             weights_normalization = checkpointing.read_input_normalization(weights_source)
+            checkpointing.check_same_schedule(weights_source, saved_schedule)
         elif pretrained is not None:
             state = finetuning.start_from(state, pretrained, tx)
             logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
@@ -166,8 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2, sort_keys=True))
         state = steps.replicate(state)
-        p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng, normalization)
-        p_eval_step = steps.pmap_eval_step(model, normalization)
+        p_eval_step = steps.pmap_eval_step(model, normalization)  # at config.image_size in every stage
 
         writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
         if start_step == 0:
@@ -198,27 +239,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             )
             return results
 
-        train_batches = flax.jax_utils.prefetch_to_device(
-            input_pipeline.create_train_iterator(config, start_step=start_step),
-            config.prefetch_batches,
-        )
         pending_metrics = []
         last_metrics = None
         eval_results: dict[str, float] = {}
         step = start_step
         window_start, window_step = time.perf_counter(), start_step
-        job_start = time.perf_counter()
+        stage = None
         with _PreemptionFlag() as preemption:
             while step < num_train_steps:
+                if stage is None or step == stage.end_step:
+                    stage = progressive.stage_at(schedule, step)
+                    if saved_schedule:
+                        logging.info("%s.", progressive.describe(stage, len(schedule), step, config.augment))
+                    stage_start, stage_start_step = time.perf_counter(), step
+                    p_train_step, train_batches = _start_stage(
+                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step
+                    )
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
                 step += 1
                 pending_metrics.append(metrics)
-                if step == start_step + 1:
+                if step == stage_start_step + 1:  # the stage's train step compiled: time it, leave it out of img/s
                     jax.block_until_ready(metrics)
-                    logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - job_start)
+                    logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - stage_start)
                     window_start, window_step = time.perf_counter(), step
-                    pending_metrics = pending_metrics[-1:]
 
                 at_end = step == num_train_steps
                 should_log = step % config.log_every_steps == 0 or at_end
@@ -249,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 if step % config.eval_every_steps == 0 or at_end:
                     eval_results = run_eval(step)
                 if should_checkpoint or preempted:  # the state to save was checked finite above
-                    checkpointer.save(step, steps.unreplicate(state), model_record)
+                    checkpointer.save(step, steps.unreplicate(state), model_record, saved_schedule)
                 if preempted:
                     logging.warning("Stopped at step %d on request; restart the same command to resume.", step)
                     break
