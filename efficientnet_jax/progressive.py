@@ -168,7 +168,9 @@ def describe(stage: Stage, num_stages: int, step: int, augment: str | None) -> s
     'Stage 2/4 from step 250, resumed at step 300: ...'. The magnitude only with `augment` (the config's)
     'randaugment': AutoAugment (V2-B0..B3) has none."""
     resumed = f", resumed at step {step}" if step > stage.first_step else ""
-    magnitude = f"RandAugment magnitude {stage.randaugment_magnitude:.3g}, " if augment == "randaugment" else ""
+    magnitude = (
+        f"RandAugment magnitude {stage.randaugment_magnitude:.3g}, " if augment == "randaugment" else ""
+    )
     return (
         f"Stage {stage.index + 1}/{num_stages} from step {stage.first_step}{resumed}: image size "
         f"{stage.image_size}, dropout {stage.dropout_rate:.3g}, {magnitude}Mixup/CutMix alpha "
