@@ -10,6 +10,8 @@ for its dataset. What changes from the recipe it is applied to, and why:
   compressed from its `num_epochs` to the fine-tuning run's, so the rate still ends near the same
   fraction of its peak.
 - Checkpoints and evaluations every 500 steps, a run being a few thousand steps.
+- EfficientNetV2 fine-tunes at its eval size in one stage, as the official fine-tuning configs
+  (efficientnetv2/datasets.py, `ImagenetFt`: train size 1.0 x eval size, no progressive stages).
 
 Everything else (RMSProp, label smoothing, weight decay, EMA, preprocessing at the variant's
 resolution) stays the recipe's. These are starting points chosen here, not tuned per dataset: check
@@ -37,6 +39,8 @@ def apply_transfer_settings(
     config.backbone_learning_rate_multiplier = BACKBONE_LEARNING_RATE_MULTIPLIER
     config.eval_every_steps = EVERY_STEPS
     config.checkpoint_every_steps = EVERY_STEPS
+    config.train_image_size = None
+    config.progressive.num_stages = 0
     return config
 
 
