@@ -13,7 +13,7 @@ The official rules, with N stages (config.progressive.num_stages) and T train st
 - stage s ends at step int((s + 1) / N * T), where the next begins;
 - image size int(min + (final - min) * (s + 1) / N), with min = config.progressive.min_image_size (the
   official `data.ibase`, 128) and final the train size (`configuration.train_image_size`): the first
-  stage is already a quarter of the way up (V2-S: 171, 214, 257, 300), the last at the final size;
+  stage is already 1/N of the way up (V2-S: 171, 214, 257, 300), the last at the final size;
 - RandAugment magnitude and Mixup and CutMix alphas: np.linspace(minimum, the config's value, N)[s],
   so the first stage is at the minimum (official: magnitude 5, alphas 0) and the last at the config's
   value; the regularisation steps by s / (N - 1) while the size steps by (s + 1) / N, as in the code.
@@ -61,8 +61,8 @@ def is_enabled(config: ml_collections.ConfigDict) -> bool:
 def _check_range(key: str, minimum: float, maximum: float, maximum_key: str) -> None:
     if minimum < 0 or minimum > maximum:
         raise ConfigError(
-            f"config.progressive.{key}={minimum} must lie between 0 and {maximum_key}={maximum}, the value it "
-            f"grows to; lower config.progressive.{key} or raise {maximum_key}."
+            f"config.progressive.{key}={minimum} must lie between 0 and {maximum}, the value it grows to "
+            f"({maximum_key}); lower config.progressive.{key} or raise {maximum_key}."
         )
 
 
@@ -105,7 +105,9 @@ def stage_schedule(
     min_dropout_rate = progressive.min_dropout_rate
     if min_dropout_rate is None:
         min_dropout_rate = dropout_rate
-    _check_range("min_dropout_rate", min_dropout_rate, dropout_rate, "the model's dropout rate")
+    _check_range(
+        "min_dropout_rate", min_dropout_rate, dropout_rate, "config.model.dropout_rate, else the variant's"
+    )
     _check_range(
         "min_randaugment_magnitude",
         progressive.min_randaugment_magnitude,

@@ -84,13 +84,16 @@ def test_v1_configs_train_in_one_stage_at_their_own_values():
         ),
         (
             {"progressive.min_randaugment_magnitude": 12.0},
-            r"min_randaugment_magnitude=12.0 must lie between 0 and",
+            r"min_randaugment_magnitude=12.0 must lie between 0 and 10.0, the value it grows to",
         ),
         (
             {"progressive.min_mixup_alpha": 0.1},
-            r"min_mixup_alpha=0.1 must lie between 0 and config.mixup_alpha=0.0",
+            r"min_mixup_alpha=0.1 must lie between 0 and 0.0, the value it grows to \(config.mixup_alpha\)",
         ),
-        ({"progressive.min_dropout_rate": 0.5}, r"min_dropout_rate=0.5 must lie between 0 and the model's"),
+        (
+            {"progressive.min_dropout_rate": 0.5},
+            r"min_dropout_rate=0.5 must lie between 0 and 0.2, .* raise config.model.dropout_rate",
+        ),
         ({"num_train_steps": 3}, r"num_stages=4 leaves stages without a step in a run of 3 steps"),
     ],
 )
