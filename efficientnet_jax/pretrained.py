@@ -569,7 +569,9 @@ def _checked_torch_naming(tensors: Mapping[str, Any], source: SourceFormat | Non
 
 
 def _import_state_dict(
-    state_dict_or_path: Mapping[str, Any] | PathLike, variant: str | scaling.ModelSpec, source: SourceFormat | None
+    state_dict_or_path: Mapping[str, Any] | PathLike,
+    variant: str | scaling.ModelSpec,
+    source: SourceFormat | None,
 ) -> tuple[Variables, SourceFormat]:
     """(variables, the naming read): `source`'s, or with None whichever `torch_naming` recognises."""
     tensors = read_state_dict(state_dict_or_path)
@@ -1018,7 +1020,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{HUB_PREFIX}<repo id> (e.g. {HUB_PREFIX}timm/tf_efficientnet_b0.ns_jft_in1k)",
     )
     parser.add_argument(
-        "variant", help="b0..b8, l2, lite0..lite4, edgetpu-s/m/l, v2-b0..v2-b3, v2-s/m/l/xl (or efficientnet-b0..)"
+        "variant",
+        help="b0..b8, l2, lite0..lite4, edgetpu-s/m/l, v2-b0..v2-b3, v2-s/m/l/xl (or efficientnet-b0..)",
     )
     parser.add_argument(
         "out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0"
@@ -1055,7 +1058,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.path.exists(args.out_dir) and (not os.path.isdir(args.out_dir) or os.listdir(args.out_dir)):
             raise WeightImportError(f"{args.out_dir} exists and is not empty; choose a new out_dir.")
         imported = import_weights(
-            args.weights, args.variant, source=args.source, advprop=args.advprop or None, training=args.training
+            args.weights,
+            args.variant,
+            source=args.source,
+            advprop=args.advprop or None,
+            training=args.training,
         )
         normalization = scaling.NAMED_NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
         step_directory = write_checkpoint(
