@@ -48,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.crop_min_object_covered = 0.1
     config.crop_max_attempts = 10
     config.eval_crop_padding = 32
+    # How evaluation crops and resizes (input_pipeline.eval_image): 'efficientnet' (centre crop with
+    # eval_crop_padding, bicubic) | 'efficientnetv2' (V2-S..XL's: no crop from 320 pixels up, bilinear)
+    # | 'efficientnetv2_finetune' (the whole image, bilinear: V2's ImageNet-21k weights fine-tuned on ImageNet).
+    config.eval_preprocessing = "efficientnet"
     config.cache_eval = False
     config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
     config.randaugment_num_layers = 2

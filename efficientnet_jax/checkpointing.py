@@ -39,6 +39,9 @@ WEIGHT_FIELDS = {"ema": ("ema_params", "ema_batch_stats"), "raw": ("params", "ba
 # The eval crop of the released checkpoints (padding 32 at every resolution): what a checkpoint that
 # does not record its own was evaluated with.
 REFERENCE_EVAL_CROP_PADDING = 32
+# EfficientNet's eval crop and resize (input_pipeline.EVAL_PREPROCESSINGS): what a checkpoint that does
+# not record its own was evaluated with.
+REFERENCE_EVAL_PREPROCESSING = "efficientnet"
 
 T = TypeVar("T")
 
@@ -91,16 +94,19 @@ def spec_from_json(saved: dict[str, Any]) -> ModelSpec:
 @dataclasses.dataclass(frozen=True)
 class ModelRecord:
     """A checkpoint's `model` item: the network (a ModelSpec as JSON), the input normalisation its
-    weights were trained with, the eval crop padding of its job and, when its dataset names them, its
-    class names. With it a checkpoint is usable without the config that wrote it (prediction.py).
+    weights were trained with, the eval crop padding and preprocessing of its job (or, for converted
+    weights, of their official evaluation) and, when its dataset names them, its class names. With it
+    a checkpoint is usable without the config that wrote it (prediction.py).
 
     Checkpoints written before a field existed read it as what they were made with: ImageNet's
-    normalisation (the only one the input pipeline applied), the reference's crop, no class names."""
+    normalisation (the only one the input pipeline applied), the reference's crop and resize, no
+    class names. The eval preprocessing is written only when it is not that reference's."""
 
     spec: dict[str, Any]  # as saved: older specs lack newer fields (`complete_saved_spec`)
     input_normalization: InputNormalization = IMAGENET_NORMALIZATION
     eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING
     class_names: tuple[str, ...] | None = None
+    eval_preprocessing: str = REFERENCE_EVAL_PREPROCESSING
 
     @classmethod
     def of(
@@ -109,9 +115,10 @@ class ModelRecord:
         input_normalization: InputNormalization,
         eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING,
         class_names: Sequence[str] | None = None,
+        eval_preprocessing: str = REFERENCE_EVAL_PREPROCESSING,
     ) -> ModelRecord:
         names = None if class_names is None else tuple(class_names)
-        return cls(spec_to_json(spec), input_normalization, eval_crop_padding, names)
+        return cls(spec_to_json(spec), input_normalization, eval_crop_padding, names, eval_preprocessing)
 
     def to_json(self) -> dict[str, Any]:
         """The spec's fields, and beside them the record's own (no ModelSpec field bears their names)."""
@@ -122,6 +129,8 @@ class ModelRecord:
         }
         if self.class_names is not None:
             record["class_names"] = list(self.class_names)
+        if self.eval_preprocessing != REFERENCE_EVAL_PREPROCESSING:
+            record["eval_preprocessing"] = self.eval_preprocessing
         return json.loads(json.dumps(record))
 
     @classmethod
@@ -130,6 +139,7 @@ class ModelRecord:
         normalization = spec.pop("input_normalization", None)
         eval_crop_padding = spec.pop("eval_crop_padding", REFERENCE_EVAL_CROP_PADDING)
         class_names = spec.pop("class_names", None)
+        eval_preprocessing = spec.pop("eval_preprocessing", REFERENCE_EVAL_PREPROCESSING)
         return cls(
             spec=spec,
             input_normalization=(
@@ -139,6 +149,7 @@ class ModelRecord:
             ),
             eval_crop_padding=eval_crop_padding,
             class_names=None if class_names is None else tuple(class_names),
+            eval_preprocessing=eval_preprocessing,
         )
 
     def model_spec(self) -> ModelSpec:
@@ -166,6 +177,13 @@ def check_same_model(saved: dict[str, Any], spec: ModelSpec, where: str) -> None
         "min_filters_fraction",
     )
     mismatched = [field for field in fields if saved[field] != expected[field]]
+    if mismatched == ["num_classes"]:
+        raise CheckpointError(
+            f"The checkpoint at {where} has a classifier of {saved['num_classes']} classes (its weights' "
+            f"dataset, e.g. ImageNet-21k's 21843), but this dataset has {expected['num_classes']}. Evaluate it "
+            f"on a dataset of its classes, classify images with predict.py, or fine-tune it on this dataset "
+            f"(config.init_checkpoint)."
+        )
     if mismatched:
         raise CheckpointError(
             f"The checkpoint at {where} is of model {describe_spec(saved)}, but the config asks for "

@@ -214,20 +214,43 @@ def steps_per_epoch(
 # Per-example preprocessing (pure TF functions of their inputs).
 
 
-def center_crop_box(image_shape: tf.Tensor, *, image_size: int, padding: int) -> CropBox:
+def center_crop_box(
+    image_shape: tf.Tensor, *, image_size: int, padding: int, round_offsets_up: bool = True
+) -> CropBox:
     """The reference eval crop: a centred square of side size/(size+pad)*min(h,w).
 
     Cropping a little inside the image before resizing matches how the released
     checkpoints were evaluated (padding 32 at every resolution). The side is
     computed in float32 as the reference does, so it truncates to the same int.
+    An odd margin puts the extra pixel above and left of the square in
+    EfficientNet's `_decode_and_center_crop` ((h - side + 1) // 2), below and
+    right of it in EfficientNetV2's `preprocess_for_eval` ((h - side) // 2,
+    `round_offsets_up=False`).
     """
     height, width = image_shape[0], image_shape[1]
     side = tf.cast(
         (image_size / (image_size + padding)) * tf.cast(tf.minimum(height, width), tf.float32), tf.int32
     )
-    offset_y = (height - side + 1) // 2
-    offset_x = (width - side + 1) // 2
+    rounding = 1 if round_offsets_up else 0
+    offset_y = (height - side + rounding) // 2
+    offset_x = (width - side + rounding) // 2
     return tf.stack([offset_y, offset_x, side, side])
+
+
+# How evaluation crops and resizes (`config.eval_preprocessing`, and a checkpoint's model record):
+# each released family of weights was evaluated one way (`eval_image`).
+EVAL_PREPROCESSINGS = ("efficientnet", "efficientnetv2", "efficientnetv2_finetune")
+# google/automl efficientnetv2/preprocessing.py crops only images evaluated below this size.
+EFFICIENTNETV2_CROP_BELOW_SIZE = 320
+
+
+def eval_crop_box(image_shape: tf.Tensor, *, image_size: int, padding: int, preprocessing: str) -> CropBox:
+    """The crop `preprocessing` evaluates (see `eval_image`); the whole image where it takes no crop."""
+    if preprocessing == "efficientnet":
+        return center_crop_box(image_shape, image_size=image_size, padding=padding)
+    if preprocessing == "efficientnetv2" and image_size < EFFICIENTNETV2_CROP_BELOW_SIZE:
+        return center_crop_box(image_shape, image_size=image_size, padding=padding, round_offsets_up=False)
+    return tf.stack([0, 0, image_shape[0], image_shape[1]])
 
 
 def random_crop_box(
@@ -303,14 +326,15 @@ def decode_and_crop(image_bytes: tf.Tensor, crop_box_fn: Callable[[tf.Tensor], C
     return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other_format)
 
 
-def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Bicubic resize to a square, back to uint8.
+def resize(image: tf.Tensor, image_size: int, method: str = "bicubic") -> tf.Tensor:
+    """Resize to a square (bicubic: EfficientNet's; EfficientNetV2's own preprocessing is
+    bilinear), back to uint8.
 
     Bicubic interpolation overshoots [0, 255], so values are clipped; rounding
     to uint8 lets augmentations work on the usual pixel type and keeps a cached
     eval split four times smaller than float32.
     """
-    resized = tf.image.resize(image, [image_size, image_size], method="bicubic")
+    resized = tf.image.resize(image, [image_size, image_size], method=method)
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
@@ -344,13 +368,37 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     return maybe_augment(image, augment_seed, config)
 
 
-def eval_image(image_bytes: tf.Tensor, *, image_size: int, crop_padding: int) -> tf.Tensor:
+def eval_image(
+    image_bytes: tf.Tensor, *, image_size: int, crop_padding: int, preprocessing: str = "efficientnet"
+) -> tf.Tensor:
     """Reference eval preprocessing up to normalisation: uint8 [S, S, 3]. The evaluation job and
-    prediction (prediction.py) both call it, so a checkpoint sees the same pixels in either."""
+    prediction (prediction.py) both call it, so a checkpoint sees the same pixels in either.
+
+    `preprocessing` (one of EVAL_PREPROCESSINGS) follows the official code of the weights:
+
+    * 'efficientnet' (tensorflow/tpu efficientnet/preprocessing.py, and google/automl's
+      efficientnetv2/preprocess_legacy.py, with which V2-B0..B3 were trained and evaluated): the
+      centre crop of side size / (size + `crop_padding`) * min(h, w), bicubic resize.
+    * 'efficientnetv2' (google/automl efficientnetv2/preprocessing.py, `preprocess_for_eval`: V2-S, M,
+      L and XL, and every ImageNet-21k pre-training): below 320 pixels the same crop (padding 32 in
+      the official code, its odd pixel on the other side: `center_crop_box`), from 320 up (V2-S..XL's
+      eval sizes, 384..512) no crop: the whole image, squashed to the square; bilinear resize.
+    * 'efficientnetv2_finetune' (the same file's `preprocess_for_finetune`, with which the
+      ImageNet-21k weights were fine-tuned on ImageNet: datasets.py `ImagenetFt`): the whole image at
+      every size, bilinear resize.
+    """
+    if preprocessing not in EVAL_PREPROCESSINGS:
+        raise DatasetConfigError(
+            f"Unknown eval preprocessing {preprocessing!r}: one of {', '.join(EVAL_PREPROCESSINGS)} "
+            f"(config.eval_preprocessing)."
+        )
     image = decode_and_crop(
-        image_bytes, lambda shape: center_crop_box(shape, image_size=image_size, padding=crop_padding)
+        image_bytes,
+        lambda shape: eval_crop_box(
+            shape, image_size=image_size, padding=crop_padding, preprocessing=preprocessing
+        ),
     )
-    return resize(image, image_size)
+    return resize(image, image_size, "bicubic" if preprocessing == "efficientnet" else "bilinear")
 
 
 # ----------------------------------------------------------------------------
@@ -644,7 +692,10 @@ def _eval_dataset(
     ds = ds.map(
         lambda example: {
             "image": eval_image(
-                example["image"], image_size=config.image_size, crop_padding=config.eval_crop_padding
+                example["image"],
+                image_size=config.image_size,
+                crop_padding=config.eval_crop_padding,
+                preprocessing=config.get("eval_preprocessing", "efficientnet"),
             ),
             "label": tf.cast(example["label"], tf.int32),
         },
@@ -705,6 +756,7 @@ def create_eval_iterator(
             split,
             config.image_size,
             config.eval_crop_padding,
+            config.get("eval_preprocessing", "efficientnet"),
             config.eval_batch_size,
             process_index,
             process_count,

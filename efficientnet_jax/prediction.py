@@ -3,9 +3,9 @@
 Everything comes from the checkpoint's model record (checkpointing.ModelRecord): the network, the
 input normalisation its weights were trained with, the eval crop, and the class names. A training
 workdir, one of its step directories and the weight converter's output all work, without the config
-that made them. Each image goes through the evaluation's own preprocessing (input_pipeline.eval_image:
-centre crop, bicubic resize to uint8), then the normalisation; the network runs in float32 whatever
-precision it was trained in.
+that made them. Each image goes through the evaluation's own preprocessing (input_pipeline.eval_image,
+with the record's eval preprocessing: EfficientNet's centre crop and bicubic resize, or EfficientNetV2's),
+then the normalisation; the network runs in float32 whatever precision it was trained in.
 
 Class names: the record's (the training dataset's label names); without them (converter outputs,
 checkpoints written before records held them) a 1,000-class network is taken for ImageNet in TFDS's
@@ -57,14 +57,23 @@ def class_labels(record: ModelRecord, num_classes: int) -> list[tuple[str, str]]
     return [(label, readable.get(label, label)) for label in labels]
 
 
-def image_file_input(path: str, *, image_size: int, crop_padding: int) -> np.ndarray:
+def image_file_input(
+    path: str,
+    *,
+    image_size: int,
+    crop_padding: int,
+    preprocessing: str = checkpointing.REFERENCE_EVAL_PREPROCESSING,
+) -> np.ndarray:
     """The uint8 [S, S, 3] pixels of an image file (JPEG, PNG, GIF or BMP) as the evaluation's crop
     and resize make them (the classifier normalises them, as the eval step does). Raises OSError for
     a file that cannot be read, tf.errors.InvalidArgumentError for one that is not a decodable image."""
     with open(path, "rb") as f:
         image_bytes = f.read()
     image = input_pipeline.eval_image(
-        tf.constant(image_bytes), image_size=image_size, crop_padding=crop_padding
+        tf.constant(image_bytes),
+        image_size=image_size,
+        crop_padding=crop_padding,
+        preprocessing=preprocessing,
     )
     return image.numpy()
 
@@ -85,7 +94,10 @@ class Classifier:
     def input_of(self, path: str) -> np.ndarray:
         """`image_file_input` with this checkpoint's image size and eval crop."""
         return image_file_input(
-            path, image_size=self.spec.resolution, crop_padding=self.record.eval_crop_padding
+            path,
+            image_size=self.spec.resolution,
+            crop_padding=self.record.eval_crop_padding,
+            preprocessing=self.record.eval_preprocessing,
         )
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:

@@ -2,19 +2,22 @@
 
 Three naming schemes, all of ports of the official TensorFlow checkpoints:
 
-* timm's `tf_efficientnet_b0` .. `b8`, `l2`, `tf_efficientnet_lite0` .. `lite4` and
-  `tf_efficientnet_es` / `em` / `el` (EdgeTPU S, M, L) (`from_timm`): a PyTorch state dict, a
+* timm's `tf_efficientnet_b0` .. `b8`, `l2`, `tf_efficientnet_lite0` .. `lite4`,
+  `tf_efficientnet_es` / `em` / `el` (EdgeTPU S, M, L) and `tf_efficientnetv2_b0` .. `b3`, `s`, `m`,
+  `l`, `xl` (`from_timm`): a PyTorch state dict, a
   `.safetensors` file, or, when torch is installed, a `.pth` / `.bin` file; also straight from the
   Hugging Face hub (`hf-hub:timm/tf_efficientnet_b0.ns_jft_in1k`, through `huggingface_hub`'s cache).
 * the `efficientnet_pytorch` package's B0 .. B8 (standard and AdvProp) and the
   `efficientnet-lite-pytorch` package's Lite0 .. Lite4 (`from_efficientnet_pytorch`): the same kinds
   of files, named `_conv_stem`, `_blocks.N._depthwise_conv`, `_bn0`, `_fc`, ...
-* Keras applications' `EfficientNetB0` .. `B7` (`from_keras`): a legacy `.h5` file (the released
-  weights, or `model.save("x.h5")`), a Keras 3 `.weights.h5` file, or an in-memory `keras.Model`.
+* Keras applications' `EfficientNetB0` .. `B7` and `EfficientNetV2B0` .. `B3`, `S`, `M`, `L`
+  (`from_keras`): a legacy `.h5` file (the released weights, or `model.save("x.h5")`), a Keras 3
+  `.weights.h5` file, or an in-memory `keras.Model`.
 
 `import_weights` reads any of them from a file or the hub, recognising the naming from the file
-(`source="auto"`), and says which input normalisation the weights expect; `python -m
-efficientnet_jax.pretrained` writes its result as a checkpoint.
+(`source="auto"`) and the number of classes from the classifier (21,843 for ImageNet-21k weights),
+and says which input normalisation the weights expect and how the official code evaluated them;
+`python -m efficientnet_jax.pretrained` writes its result as a checkpoint.
 
 Every source tensor must land in exactly one of our parameters with the right shape and every one
 of our parameters must be filled; anything else raises `WeightImportError` naming the tensors, and,
@@ -45,6 +48,11 @@ checkpoint, whose users (evaluation, fine-tuning, prediction) follow it:
   std 0.5 of [0, 1] pixels, `(pixels - 127.5) / 127.5`, and efficientnet-lite-pytorch's example with
   ImageNet's statistics; the official one is what we use. The official EdgeTPU checkpoints have 1,001
   classes (index 0: background), timm's ports 1,000, as our variants.
+* EfficientNetV2 weights: what google/automl's code trained them with, which depends on what they
+  were trained on (`weights_training`): ImageNet, the family's (V2-B0..B3: ImageNet's statistics;
+  V2-S..XL: (pixels - 128) / 128, as Keras's front-end computes); ImageNet-21k, (pixels - 128) / 128;
+  ImageNet-21k then ImageNet, [-1, 1]. The eval crop differs the same way (`official_eval_preprocessing`,
+  input_pipeline.eval_image). timm's ports normalise with mean and std 0.5 except V2-B0..B3 `.in1k`.
 """
 
 from __future__ import annotations
@@ -547,11 +555,8 @@ def _unknown_layout(tensors: Mapping[str, Any]) -> WeightImportError:
     )
 
 
-def _import_state_dict(
-    state_dict_or_path: Mapping[str, Any] | PathLike, variant: str, source: SourceFormat | None
-) -> tuple[Variables, SourceFormat]:
-    """(variables, the naming read): `source`'s, or with None whichever `torch_naming` recognises."""
-    tensors = read_state_dict(state_dict_or_path)
+def _checked_torch_naming(tensors: Mapping[str, Any], source: SourceFormat | None) -> SourceFormat:
+    """The naming `torch_naming` recognises in `tensors`, which must be `source`'s unless that is None."""
     naming = torch_naming(tensors)
     if naming is None:
         raise _unknown_layout(tensors)
@@ -560,6 +565,17 @@ def _import_state_dict(
             f"These are {naming.label} weights, named as {next(iter(tensors))}; "
             f"read them with {_TORCH_SOURCE_USE[naming]}, not as {source.label}'s."
         )
+    return naming
+
+
+def _import_state_dict(
+    state_dict_or_path: Mapping[str, Any] | PathLike,
+    variant: str | scaling.ModelSpec,
+    source: SourceFormat | None,
+) -> tuple[Variables, SourceFormat]:
+    """(variables, the naming read): `source`'s, or with None whichever `torch_naming` recognises."""
+    tensors = read_state_dict(state_dict_or_path)
+    naming = _checked_torch_naming(tensors, source)
     return import_tensors(tensors, variant, naming), naming
 
 
@@ -696,6 +712,15 @@ def from_keras(path_or_model: Any, variant: str, check_front_end: bool = True) -
     Keras 3 `.weights.h5` path, or an in-memory `keras.Model`. Keras's input front-end is dropped
     (see the module docstring); with `check_front_end` its statistics must be ImageNet's."""
     tensors, source = read_keras(path_or_model)
+    return _import_keras_tensors(tensors, variant, source, check_front_end)
+
+
+def _import_keras_tensors(
+    tensors: Mapping[str, np.ndarray],
+    variant: str | scaling.ModelSpec,
+    source: SourceFormat,
+    check_front_end: bool = True,
+) -> Variables:
     front_end, network = _split_front_end(tensors)
     variables = import_tensors(network, variant, source)  # first: the wrong variant is the bigger news
     if check_front_end:
@@ -715,12 +740,16 @@ _ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
 
 @dataclasses.dataclass(frozen=True)
 class ImportedWeights:
-    """Weights converted for one variant, and how the images they see must be normalised."""
+    """Weights converted for one variant, and how the images they see must be cropped, resized and
+    normalised."""
 
     variables: Variables
     source: str  # the naming read: one of SOURCES
     normalization: scaling.InputNormalization
     file: str  # the file read; for a hub repository, its copy in huggingface_hub's cache
+    spec: scaling.ModelSpec  # the variant with the weights' number of classes
+    training: str  # one of TRAININGS
+    eval_preprocessing: str  # how the official code evaluated them (input_pipeline.EVAL_PREPROCESSINGS)
 
 
 def is_advprop(weights: PathLike) -> bool:
@@ -735,14 +764,88 @@ def is_advprop(weights: PathLike) -> bool:
     return _ADVPROP_FILE.match(os.path.basename(name)) is not None
 
 
-def weights_normalization(variant: str, advprop: bool = False) -> scaling.InputNormalization:
-    """The normalisation that `variant`'s released weights were trained with: their family's
-    (`scaling.BASELINES`: ImageNet's statistics for B0..B8 and L2, 127/128 for Lite and EdgeTPU),
-    or [-1, 1] for AdvProp weights, whichever package ported them."""
+# What weights were trained on, named as timm's tags name it: ImageNet(-1k), ImageNet-21k, or
+# ImageNet-21k then fine-tuned on ImageNet. Only EfficientNetV2 was released all three ways; it was
+# preprocessed differently for each (`weights_normalization`, `official_eval_preprocessing`).
+IN1K, IN21K, IN21K_FT_IN1K = "in1k", "in21k", "in21k_ft_in1k"
+TRAININGS = (IN1K, IN21K, IN21K_FT_IN1K)
+IMAGENET_21K_CLASSES = 21843  # google/automl efficientnetv2/datasets.py, ImageNet21kInput
+# timm's release files of the V2 ports: tf_efficientnetv2_s_21ft1k-d7dafa41.pth,
+# tf_efficientnetv2_xl_in21ft1k-06c35c48.pth, tf_efficientnetv2_s_21k-6337ad01.pth, ...
+_IN21K_FT_IN1K_FILE = re.compile(r"tf_efficientnetv2_\w+_(?:in)?21ft1k-")
+_IN21K_FILE = re.compile(r"tf_efficientnetv2_\w+_(?:in)?21k-")
+
+
+def weights_training(weights: PathLike, num_classes: int | None = None) -> str:
+    """What weights were trained on (one of TRAININGS): ImageNet-21k for a 21,843-class classifier,
+    otherwise what their published name says (hub tags `.in21k`, `.in21k_ft_in1k`; timm's release
+    files `*_21k-*`, `*_21ft1k-*`), otherwise ImageNet. A renamed file needs `--training`."""
+    if num_classes == IMAGENET_21K_CLASSES:
+        return IN21K
+    name = os.fspath(weights)
+    if name.startswith(HUB_PREFIX):
+        tag = name.rsplit("/", 1)[-1].partition(".")[2]
+        return tag if tag in TRAININGS else IN1K
+    base = os.path.basename(name)
+    if _IN21K_FT_IN1K_FILE.match(base):
+        return IN21K_FT_IN1K
+    if _IN21K_FILE.match(base):
+        return IN21K
+    return IN1K
+
+
+def _is_efficientnetv2(variant: str | scaling.ModelSpec) -> bool:
+    return canonical_variant(variant).startswith("efficientnetv2-")
+
+
+def weights_normalization(
+    variant: str | scaling.ModelSpec, advprop: bool = False, training: str = IN1K
+) -> scaling.InputNormalization:
+    """The normalisation that `variant`'s released weights were trained with, whichever package
+    ported them: their family's (`scaling.BASELINES`: ImageNet's statistics for B0..B8, L2 and
+    V2-B0..B3, 127/128 for Lite and EdgeTPU, (pixels - 128) / 128 for V2-S..XL), [-1, 1] for AdvProp
+    weights, and for EfficientNetV2's ImageNet-21k weights what google/automl's
+    efficientnetv2/datasets.py trained them with: `ImageNet21k` turns augmentation off, which leaves
+    preprocessing.py's own `(pixels - 128) / 128` for every variant, V2-B0..B3 included; `ImagenetFt`,
+    the fine-tuning on ImageNet, uses `preprocess_for_finetune`: `(pixels / 255 - 0.5) / 0.5`, pixels
+    to [-1, 1]. timm's ports normalise every one of these V2 weights with mean and std 0.5 (127.5), and
+    V2-B0..B3 `.in1k` with ImageNet's statistics."""
     if advprop:
         return scaling.SIGNED_UNIT_NORMALIZATION
+    if _is_efficientnetv2(variant) and training == IN21K_FT_IN1K:
+        return scaling.SIGNED_UNIT_NORMALIZATION
+    if _is_efficientnetv2(variant) and training == IN21K:
+        return scaling.EFFICIENTNETV2_NORMALIZATION
     baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
     return scaling.get_baseline(baseline).normalization
+
+
+def official_eval_preprocessing(variant: str | scaling.ModelSpec, training: str = IN1K) -> str:
+    """How the official code evaluates `variant` (one of input_pipeline.EVAL_PREPROCESSINGS, which
+    cites the code): EfficientNet's crop for the V1 family and for V2-B0..B3 trained on ImageNet
+    (effnetv2_configs.py gives them 'effnetv1_autoaug', EfficientNet's preprocessing);
+    EfficientNetV2's own for V2-S..XL and every ImageNet-21k training; the fine-tuning's (whole image)
+    for weights fine-tuned from ImageNet-21k. `configs/imagenet.py` evaluates each variant so."""
+    if not _is_efficientnetv2(variant):
+        return "efficientnet"
+    if training == IN21K_FT_IN1K:
+        return "efficientnetv2_finetune"
+    baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
+    if training == IN1K and baseline == "efficientnetv2-base":
+        return "efficientnet"
+    return "efficientnetv2"
+
+
+def classifier_classes(
+    tensors: Mapping[str, np.ndarray], variant: str | scaling.ModelSpec, source: SourceFormat
+) -> int | None:
+    """The number of classes of the classifier in `tensors` (the length of its bias, in every
+    naming); None when `tensors` hold no classifier bias of rank 1."""
+    for key, (layer, _, leaf) in source.keys(network_layers(variant)).items():
+        if layer.role == "classifier" and leaf == "bias":
+            bias = tensors.get(key)
+            return int(bias.shape[0]) if bias is not None and np.ndim(bias) == 1 else None
+    return None
 
 
 def hub_file(hub_id: str) -> str:
@@ -783,14 +886,23 @@ def _weights_file_kind(path: str) -> str:
 
 
 def import_weights(
-    weights: PathLike, variant: str, *, source: str = "auto", advprop: bool | None = None
+    weights: PathLike,
+    variant: str,
+    *,
+    source: str = "auto",
+    advprop: bool | None = None,
+    training: str | None = None,
 ) -> ImportedWeights:
-    """`variant`'s weights from a file or a hub repository (`hf-hub:<repo id>`), and the input
-    normalisation they expect. `source` is one of SOURCES, or 'auto': Keras for `.h5` files,
-    otherwise the naming of the state dict's tensors decides. `advprop` (None: `is_advprop` from
-    the name) selects the [-1, 1] normalisation of AdvProp weights."""
+    """`variant`'s weights from a file or a hub repository (`hf-hub:<repo id>`), with as many
+    classes as their classifier has (21,843 for ImageNet-21k weights), and how the images they see
+    must be preprocessed. `source` is one of SOURCES, or 'auto': Keras for `.h5` files, otherwise the
+    naming of the state dict's tensors decides. `advprop` (None: `is_advprop` from the name) selects
+    the [-1, 1] normalisation of AdvProp weights; `training` (None: `weights_training` from the
+    classes and the name) what EfficientNetV2 weights were trained on."""
     if source != "auto" and source not in SOURCES:
         raise WeightImportError(f"Unknown source {source!r}: one of auto, {', '.join(SOURCES)}.")
+    if training is not None and training not in TRAININGS:
+        raise WeightImportError(f"Unknown training {training!r}: one of {', '.join(TRAININGS)}.")
     name = os.fspath(weights)
     path = hub_file(name.removeprefix(HUB_PREFIX)) if name.startswith(HUB_PREFIX) else name
     if not os.path.isfile(path):
@@ -801,13 +913,22 @@ def import_weights(
             f"{path} is not a {source} weights file; drop --source or name the right one."
         )
     if kind == "keras":
-        source, variables = "keras", from_keras(path, variant)
+        tensors, naming = read_keras(path)
     else:
+        tensors = read_state_dict(path)
         chosen = None if source == "auto" else {naming.label: naming for naming in TORCH_SOURCES}[source]
-        variables, naming = _import_state_dict(path, variant, chosen)
-        source = naming.label
-    normalization = weights_normalization(variant, is_advprop(name) if advprop is None else advprop)
-    return ImportedWeights(variables, source, normalization, path)
+        naming = _checked_torch_naming(tensors, chosen)
+    spec = model_spec(variant)
+    spec = model_spec(spec, num_classes=classifier_classes(tensors, spec, naming) or spec.num_classes)
+    if kind == "keras":
+        source, variables = "keras", _import_keras_tensors(tensors, spec, naming)
+    else:
+        source, variables = naming.label, import_tensors(tensors, spec, naming)
+    training = weights_training(name, spec.num_classes) if training is None else training
+    normalization = weights_normalization(spec, is_advprop(name) if advprop is None else advprop, training)
+    return ImportedWeights(
+        variables, source, normalization, path, spec, training, official_eval_preprocessing(spec, training)
+    )
 
 
 # --- Command line: published weights to a checkpoint eval.py reads ---------------------------------
@@ -818,13 +939,16 @@ def write_checkpoint(
     variant: str,
     out_dir: PathLike,
     normalization: scaling.InputNormalization | None = None,
+    eval_preprocessing: str | None = None,
 ) -> str:
     """Saves imported weights as training's step-0 checkpoint (`<out_dir>/checkpoints/0/{state,model}`)
     and returns its step directory. The TrainState holds the weights both as the raw and as the EMA
     variables, so `eval.py --weights=ema` (the default) and `--weights=raw` agree, with a fresh
     RMSProp state of the reference recipe so the tree has training's structure. The model record
-    holds `normalization`, the inputs these weights expect (None: those of the variant's baseline),
-    which evaluation, fine-tuning and prediction then follow, and the reference's eval crop."""
+    holds the variant with the classifier's number of classes, `normalization`, the inputs these
+    weights expect (None: those of the variant's baseline), and `eval_preprocessing`, how they were
+    evaluated (None: `official_eval_preprocessing` of ImageNet weights), with the reference's crop
+    padding: evaluation, fine-tuning and prediction then follow them."""
     from configs import default  # the recipe and the train state only for this command, not for importing weights
     from efficientnet_jax import checkpointing, optim, steps
 
@@ -844,17 +968,43 @@ def write_checkpoint(
         ema_params=variables["params"],
         ema_batch_stats=variables["batch_stats"],
     )
-    checkpointer = checkpointing.Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1, asynchronous=False)
+    spec = model_spec(variant, num_classes=int(np.shape(variables["params"]["classifier"]["bias"])[0]))
     if normalization is None:
-        normalization = scaling.get_baseline(scaling.variant_coefficients(variant).baseline).normalization
-    checkpointer.save(0, state, checkpointing.ModelRecord.of(model_spec(variant), normalization))
+        normalization = weights_normalization(spec)
+    record = checkpointing.ModelRecord.of(
+        spec,
+        normalization,
+        checkpointing.REFERENCE_EVAL_CROP_PADDING,
+        eval_preprocessing=eval_preprocessing or official_eval_preprocessing(spec),
+    )
+    checkpointer = checkpointing.Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1, asynchronous=False)
+    checkpointer.save(0, state, record)
     checkpointer.close()
     return os.path.join(checkpointer.directory, "0")
 
 
+def next_step(imported: ImportedWeights, out_dir: PathLike) -> str:
+    """What to do with the checkpoint written: the eval.py command that evaluates it as the official
+    code evaluated the weights, or, for a classifier of other classes than ImageNet's (ImageNet-21k's),
+    prediction and fine-tuning."""
+    checkpoint = os.path.abspath(out_dir)
+    if imported.spec.num_classes != scaling.variant_spec(imported.spec.name).num_classes:
+        return (
+            f"Its classifier has {imported.spec.num_classes} classes, not ImageNet's: classify images with "
+            f"python predict.py --checkpoint={checkpoint}, or fine-tune from it (config.init_checkpoint)."
+        )
+    command = (
+        f"python eval.py --config=configs/imagenet.py:{canonical_variant(imported.spec.name).removeprefix('efficientnet-')} "
+        f"--checkpoint={checkpoint}"
+    )
+    if imported.eval_preprocessing != official_eval_preprocessing(imported.spec):
+        command += f" --config.eval_preprocessing={imported.eval_preprocessing}"
+    return f"Evaluate it with: {command}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m efficientnet_jax.pretrained <weights file | hf-hub:repo> <variant> <out_dir> [--source=...]
-    [--advprop] [--normalization=...]`."""
+    [--advprop] [--training=...] [--normalization=...]`."""
     import argparse
 
     from efficientnet_jax import console  # here, not at the top: it imports TensorFlow, for the entry points
@@ -869,7 +1019,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a .safetensors/.pth (timm, efficientnet_pytorch) or .h5/.weights.h5 (Keras) file, or "
         f"{HUB_PREFIX}<repo id> (e.g. {HUB_PREFIX}timm/tf_efficientnet_b0.ns_jft_in1k)",
     )
-    parser.add_argument("variant", help="b0..b8, l2, lite0..lite4, edgetpu-s/m/l (or efficientnet-b0..)")
+    parser.add_argument(
+        "variant",
+        help="b0..b8, l2, lite0..lite4, edgetpu-s/m/l, v2-b0..v2-b3, v2-s/m/l/xl (or efficientnet-b0..)",
+    )
     parser.add_argument(
         "out_dir", help="new or empty directory; the checkpoint goes to <out_dir>/checkpoints/0"
     )
@@ -886,6 +1039,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(recognised: hub tags ap_in1k, files adv-efficientnet-* and tf_efficientnet_*_ap-*)",
     )
     parser.add_argument(
+        "--training",
+        choices=TRAININGS,
+        help="what EfficientNetV2 weights were trained on, under a name that does not say so (recognised: "
+        "hub tags in21k, in21k_ft_in1k, timm's files tf_efficientnetv2_*_21k-*, *_21ft1k-*; a 21843-class "
+        "classifier is in21k); it sets their normalisation and eval preprocessing",
+    )
+    parser.add_argument(
         "--normalization",
         choices=tuple(scaling.NAMED_NORMALIZATIONS),
         help="override the input normalisation written with the weights (default: what they were trained with)",
@@ -898,16 +1058,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.path.exists(args.out_dir) and (not os.path.isdir(args.out_dir) or os.listdir(args.out_dir)):
             raise WeightImportError(f"{args.out_dir} exists and is not empty; choose a new out_dir.")
         imported = import_weights(
-            args.weights, args.variant, source=args.source, advprop=args.advprop or None
+            args.weights,
+            args.variant,
+            source=args.source,
+            advprop=args.advprop or None,
+            training=args.training,
         )
         normalization = scaling.NAMED_NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
         step_directory = write_checkpoint(
-            imported.variables, args.variant, args.out_dir, normalization=normalization
+            imported.variables,
+            args.variant,
+            args.out_dir,
+            normalization=normalization,
+            eval_preprocessing=imported.eval_preprocessing,
         )
     print(
-        f"Wrote {step_directory} from {imported.source} weights ({imported.file}), inputs normalised "
-        f"as {scaling.describe_normalization(normalization)}. Evaluate it with: python eval.py --config=configs/imagenet.py:"
-        f"{canonical_variant(args.variant).removeprefix('efficientnet-')} --checkpoint={os.path.abspath(args.out_dir)}"
+        f"Wrote {step_directory} from {imported.source} weights ({imported.file}), inputs normalised as "
+        f"{scaling.describe_normalization(normalization)}. {imported.spec.num_classes} classes, eval "
+        f"preprocessing {imported.eval_preprocessing}. {next_step(imported, args.out_dir)}"
     )
 
 

@@ -202,7 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             weights_normalization, weights_source = pretrained_normalization, config.init_checkpoint
         normalization = configuration.resolve_input_normalization(config, weights_normalization, weights_source)
         model_record = checkpointing.ModelRecord.of(
-            spec, normalization, config.eval_crop_padding, builder.info.features["label"].names
+            spec,
+            normalization,
+            config.eval_crop_padding,
+            builder.info.features["label"].names,
+            config.get("eval_preprocessing", checkpointing.REFERENCE_EVAL_PREPROCESSING),
         )
         if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
             with open(os.path.join(workdir, "config.json"), "w") as f:
