@@ -17,7 +17,8 @@ of the function concerned says so:
   * Solarize and Posterize reproduce how the reference's Python-int arguments wrap when TF converts them
     to uint8 (threshold 256 -> 0, i.e. full inversion; a negative shift -> 1-bit posterize). This only
     matters at magnitude >= 10 for Solarize and for levels giving 0 or > 8 bits for Posterize (policy v0's
-    ('Posterize', 0.8, 2); RandAugment M >= 22.5). See `_solarize_args` and `_posterize_args`.
+    ('Posterize', 0.8, 2); RandAugment M >= 22.5). See `augment_policies.op_argument`, the level ->
+    argument mapping this module shares with `device_augment.py`.
   * RandAugment applies the chosen operation always: the reference draws a probability per layer but never
     uses it (no operation takes a `prob` argument), so its chosen op is applied unconditionally.
   * Grey levels (Color, Contrast) and the Sharpness smoothing round exactly as PIL does (ITU-R 601-2 integer
@@ -28,33 +29,29 @@ of the function concerned says so:
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
 from efficientnet_jax.augment_policies import (
     AUTOAUGMENT_CONSTANTS,
-    ENHANCE_FACTOR_AT_LEVEL_0,
-    ENHANCE_FACTOR_RANGE,
     FILL_VALUE,
-    MAX_LEVEL,
+    OPS_WITHOUT_ARGUMENT,
     POLICIES,
-    POSTERIZE_BITS_RANGE,
     RANDAUGMENT_CONSTANTS,
     RANDAUGMENT_OPS,
-    ROTATE_DEGREES_RANGE,
-    SHEAR_RANGE,
-    SOLARIZE_ADD_RANGE,
-    SOLARIZE_THRESHOLD_RANGE,
+    SIGNED_OPS,
     PolicyConstants,
     SubPolicy,
+    op_argument,
 )
 
 # Fixed rather than "auto_select", so a given seed gives the same draws on every device.
 RNG_ALG = "philox"
 
-TensorLike = Union[tf.Tensor, float, int]
+TensorLike = tf.Tensor | float | int
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,8 +154,8 @@ def posterize(image: tf.Tensor, bits: TensorLike) -> tf.Tensor:
     """Keeps the `bits` most significant bits of every pixel (PIL `posterize`, which takes bits in [1, 8]).
 
     `bits` is clipped to [1, 8]. The reference-specific mapping of levels to bits (including its
-    wrap-around, which sends out-of-range bit counts to 1) lives in `_posterize_args`; this operation
-    itself is PIL's definition.
+    wrap-around, which sends out-of-range bit counts to 1) lives in `augment_policies.op_argument`; this
+    operation itself is PIL's definition.
     """
     shift = 8 - tf.clip_by_value(tf.cast(bits, tf.int32), 1, 8)
     x = tf.cast(image, tf.int32)
@@ -304,11 +301,30 @@ def cutout(image: tf.Tensor, pad_size: TensorLike, seed: tf.Tensor) -> tf.Tensor
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Level -> arguments. Each takes the level (float64 scalar tensor, so `(level / 10) * c` rounds exactly as
-# the reference's Python floats), a seed for the op's own randomness, and the policy constants.
+# Level -> arguments: `augment_policies.op_argument` (shared with the device implementation), then what the
+# op takes besides the image: the argument with a random sign (signed ops), with the op's seed (Cutout), or
+# nothing (ops without argument).
 # ---------------------------------------------------------------------------------------------------------
 
-ArgsFn = Callable[[tf.Tensor, tf.Tensor, PolicyConstants], Tuple[TensorLike, ...]]
+# name -> operation. Order is the reference's NAME_TO_FUNC.
+_OPERATIONS: Mapping[str, Callable[..., tf.Tensor]] = {
+    "AutoContrast": autocontrast,
+    "Equalize": equalize,
+    "Invert": invert,
+    "Rotate": rotate,
+    "Posterize": posterize,
+    "Solarize": solarize,
+    "SolarizeAdd": solarize_add,
+    "Color": color,
+    "Contrast": contrast,
+    "Brightness": brightness,
+    "Sharpness": sharpness,
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateX": translate_x,
+    "TranslateY": translate_y,
+    "Cutout": cutout,
+}
 
 
 def _randomly_negate(value: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -317,92 +333,41 @@ def _randomly_negate(value: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.where(negate, -value, value)
 
 
-def _no_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """Ops without a magnitude (AutoContrast, Equalize, Invert)."""
-    del level, seed, consts
-    return ()
+def _op_inputs(name: str, argument: tf.Tensor, seed: tf.Tensor) -> tuple[TensorLike, ...]:
+    """What op `name` takes after the image, from its unsigned `argument` (float64 scalar tensor)."""
+    if name in OPS_WITHOUT_ARGUMENT:
+        return ()
+    if name in SIGNED_OPS:
+        return (_randomly_negate(argument, seed),)
+    if name == "Cutout":
+        return (argument, seed)
+    return (argument,)
 
 
-def _rotate_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """+-30 degrees at MAX_LEVEL."""
-    del consts
-    return (_randomly_negate(level / MAX_LEVEL * ROTATE_DEGREES_RANGE, seed),)
+def level_to_op_inputs(
+    name: str, level: TensorLike, seed: tf.Tensor, consts: PolicyConstants
+) -> tuple[TensorLike, ...]:
+    """What op `name` takes after the image at `level`: `op_argument`, then `_op_inputs`.
 
-
-def _shear_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """Shear coefficient +-0.3 at MAX_LEVEL."""
-    del consts
-    return (_randomly_negate(level / MAX_LEVEL * SHEAR_RANGE, seed),)
-
-
-def _translate_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """+-translate_const pixels at MAX_LEVEL (250 for AutoAugment, 100 for RandAugment); not rounded."""
-    return (_randomly_negate(level / MAX_LEVEL * float(consts.translate_const), seed),)
-
-
-def _enhance_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """Blend factor: 0.1 at level 0, 1.9 at MAX_LEVEL, 5.14 at M=28 (Color/Contrast/Brightness/Sharpness)."""
-    del seed, consts
-    return (level / MAX_LEVEL * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,)
-
-
-def _posterize_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """bits = int(level / 10 * 4), then the bits the reference *effectively* keeps: 1 unless 1 <= bits <= 8.
-
-    The reference shifts a uint8 image right then left by the Python int `8 - bits`. TF converts that int
-    to uint8 (wrapping: -3 -> 253) and its CPU shift kernels clamp the amount to [0, 7], so bits = 0
-    (shift 8) and bits >= 9 (negative shift, i.e. level >= 22.5, e.g. B7's M=28) both keep 1 bit.
-    (Checked on TF 2.21's CPU kernels; the reference ran the same ops inside tf.data on CPU.)
+    `level` is a number, or a tensor whose value is known when the graph is built (a constant): levels
+    are constants of the policy or the config, and the mapping is plain Python.
     """
-    del seed, consts
-    bits = tf.cast(level / MAX_LEVEL * POSTERIZE_BITS_RANGE, tf.int32)
-    return (tf.where((bits >= 1) & (bits <= 8), bits, 1),)
+    static_level = tf.get_static_value(level)
+    if static_level is None:
+        raise ValueError(f"the level of {name} must be known when the graph is built, got {level!r}")
+    argument = op_argument(name, float(static_level), consts)
+    return _op_inputs(name, tf.constant(argument, tf.float64), seed)
 
 
-def _solarize_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """threshold = int(level / 10 * 256) mod 256.
+ArgsFn = Callable[[TensorLike, tf.Tensor, PolicyConstants], tuple[TensorLike, ...]]
 
-    The reference compares the uint8 image with the Python int threshold, which TF converts to uint8 with
-    wrap-around: level 10 gives 256 -> 0, i.e. every pixel inverted (not the no-op the formula suggests);
-    M=17 gives 435 -> 179, M=28 gives 716 -> 204 (see google-research/big_vision#110). Reproduced here.
-    """
-    del seed, consts
-    return (tf.math.floormod(tf.cast(level / MAX_LEVEL * SOLARIZE_THRESHOLD_RANGE, tf.int32), 256),)
-
-
-def _solarize_add_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """Addition int(level / 10 * 110) to pixels below 128 (computed in int64 by the reference: no wrap)."""
-    del seed, consts
-    return (tf.cast(level / MAX_LEVEL * SOLARIZE_ADD_RANGE, tf.int32),)
-
-
-def _cutout_args(level: tf.Tensor, seed: tf.Tensor, consts: PolicyConstants) -> Tuple[TensorLike, ...]:
-    """Half-size int(level / 10 * cutout_const) (100 for AutoAugment, 40 for RandAugment), plus the seed."""
-    return (tf.cast(level / MAX_LEVEL * float(consts.cutout_const), tf.int32), seed)
-
-
-# name -> (operation, level -> extra arguments). Order is the reference's NAME_TO_FUNC.
-OPS: Mapping[str, Tuple[Callable[..., tf.Tensor], ArgsFn]] = {
-    "AutoContrast": (autocontrast, _no_args),
-    "Equalize": (equalize, _no_args),
-    "Invert": (invert, _no_args),
-    "Rotate": (rotate, _rotate_args),
-    "Posterize": (posterize, _posterize_args),
-    "Solarize": (solarize, _solarize_args),
-    "SolarizeAdd": (solarize_add, _solarize_add_args),
-    "Color": (color, _enhance_args),
-    "Contrast": (contrast, _enhance_args),
-    "Brightness": (brightness, _enhance_args),
-    "Sharpness": (sharpness, _enhance_args),
-    "ShearX": (shear_x, _shear_args),
-    "ShearY": (shear_y, _shear_args),
-    "TranslateX": (translate_x, _translate_args),
-    "TranslateY": (translate_y, _translate_args),
-    "Cutout": (cutout, _cutout_args),
+# name -> (operation, level -> what the operation takes after the image).
+OPS: Mapping[str, tuple[Callable[..., tf.Tensor], ArgsFn]] = {
+    name: (operation, functools.partial(level_to_op_inputs, name)) for name, operation in _OPERATIONS.items()
 }
 
 
-_OP_NAMES: Tuple[str, ...] = tuple(OPS)
+_OP_NAMES: tuple[str, ...] = tuple(OPS)
 VALID_AUGMENTS = (None, "autoaugment", "randaugment")
 
 
@@ -414,25 +379,29 @@ VALID_AUGMENTS = (None, "autoaugment", "randaugment")
 def apply_op(
     image: tf.Tensor, name: str, level: TensorLike, seed: tf.Tensor, consts: PolicyConstants
 ) -> tf.Tensor:
-    """Applies op `name` at `level` (the reference's magnitude scale), its own randomness from `seed`."""
-    op, args_fn = OPS[name]
-    return op(image, *args_fn(tf.cast(level, tf.float64), seed, consts))
+    """Applies op `name` at `level` (the reference's magnitude scale, a constant), its own randomness from
+    `seed`."""
+    op, level_to_inputs = OPS[name]
+    return op(image, *level_to_inputs(level, seed, consts))
 
 
 def _apply_one_of(
     image: tf.Tensor,
     op_index: tf.Tensor,
     names: Sequence[str],
-    level: TensorLike,
+    arguments: Sequence[TensorLike],
     seed: tf.Tensor,
-    consts: PolicyConstants,
 ) -> tf.Tensor:
-    """Applies `names[op_index]` (a tensor index): one `switch_case`, so only the chosen op runs."""
-    branches = [lambda name=name: apply_op(image, name, level, seed, consts) for name in names]
+    """Applies `names[op_index]` (a tensor index) with its unsigned argument `arguments[op_index]` (float64
+    scalar tensors): one `switch_case`, so only the chosen op runs."""
+    branches = [
+        lambda name=name, argument=argument: _OPERATIONS[name](image, *_op_inputs(name, argument, seed))
+        for name, argument in zip(names, arguments)
+    ]
     return tf.switch_case(op_index, branches)
 
 
-def _check_inputs(image: tf.Tensor, seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+def _check_inputs(image: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     image = tf.convert_to_tensor(image)
     seed = tf.convert_to_tensor(seed)
     if image.dtype != tf.uint8:
@@ -454,7 +423,7 @@ def _finish(augmented: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _policy(policy: str) -> Tuple[SubPolicy, ...]:
+def _policy(policy: str) -> tuple[SubPolicy, ...]:
     if policy not in POLICIES:
         raise ValueError(f"Unknown AutoAugment policy {policy!r}; valid: {sorted(POLICIES)}")
     return POLICIES[policy]
@@ -465,7 +434,7 @@ def _autoaugment_seeds(seed: tf.Tensor) -> tf.Tensor:
     return tf.random.experimental.stateless_split(seed, num=4, alg=RNG_ALG)
 
 
-def autoaugment_choices(seed: tf.Tensor, policy: str = "v0") -> Tuple[tf.Tensor, tf.Tensor]:
+def autoaugment_choices(seed: tf.Tensor, policy: str = "v0") -> tuple[tf.Tensor, tf.Tensor]:
     """The random choices `autoaugment` makes for `seed`: (sub-policy index, applied? per op [2]).
 
     The sub-policy is uniform over the policy; op j is applied with its stated probability. Exposed so
@@ -485,25 +454,27 @@ def autoaugment(image: tf.Tensor, seed: tf.Tensor, policy: str = "v0") -> tf.Ten
     """AutoAugment: one sub-policy chosen uniformly, each of its ops applied in turn with its probability.
 
     Constants: cutout_const 100, translate_const 250 (the reference's AutoAugment hyper-parameters).
-    The (op, probability, level) of the chosen sub-policy are gathered from constant tables, so the graph
-    holds one `switch_case` over the 16 ops per slot rather than a copy of every sub-policy.
+    The chosen sub-policy's ops, probabilities and arguments (`op_argument` of each op's level) are
+    gathered from constant tables, so the graph holds one `switch_case` over the 16 ops per slot rather
+    than a copy of every sub-policy.
     """
     image, seed = _check_inputs(image, seed)
     subpolicies = _policy(policy)
     index, applied = autoaugment_choices(seed, policy)
     seeds = _autoaugment_seeds(seed)
     op_table = tf.constant([[_OP_NAMES.index(name) for name, _, _ in sub] for sub in subpolicies], tf.int32)
-    level_table = tf.constant([[level for _, _, level in sub] for sub in subpolicies], tf.float64)
+    argument_table = tf.constant(
+        [[op_argument(name, level, AUTOAUGMENT_CONSTANTS) for name, _, level in sub] for sub in subpolicies],
+        tf.float64,
+    )
     augmented = image
     for slot in range(op_table.shape[1]):
         op_index = op_table[index, slot]
-        level = level_table[index, slot]
+        arguments = [argument_table[index, slot]] * len(_OP_NAMES)  # whichever op the index picks
         op_seed = seeds[2 + slot]
         augmented = tf.cond(
             applied[slot],
-            lambda im=augmented, i=op_index, lv=level, s=op_seed: _apply_one_of(
-                im, i, _OP_NAMES, lv, s, AUTOAUGMENT_CONSTANTS
-            ),
+            lambda im=augmented, i=op_index, a=arguments, s=op_seed: _apply_one_of(im, i, _OP_NAMES, a, s),
             lambda im=augmented: im,
         )
     return _finish(augmented, image)
@@ -542,12 +513,15 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: f
     op_indices = randaugment_op_indices(seed, num_layers)
     parent = _randaugment_seeds(seed)[1]
     layer_seeds = tf.random.experimental.stateless_split(parent, num=num_layers, alg=RNG_ALG)
+    arguments = [
+        tf.constant(op_argument(name, float(magnitude), RANDAUGMENT_CONSTANTS), tf.float64)
+        for name in RANDAUGMENT_OPS
+    ]
     augmented = image
     for layer in range(num_layers):
         augmented = _apply_one_of(
-            augmented, op_indices[layer], RANDAUGMENT_OPS, float(magnitude), layer_seeds[layer],
-            RANDAUGMENT_CONSTANTS,
-        )  # fmt: skip
+            augmented, op_indices[layer], RANDAUGMENT_OPS, arguments, layer_seeds[layer]
+        )
     return _finish(augmented, image)
 
 
@@ -559,7 +533,7 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: f
 def apply(
     image: tf.Tensor,
     seed: tf.Tensor,
-    augment: Optional[str],
+    augment: str | None,
     randaugment_num_layers: int,
     randaugment_magnitude: float,
 ) -> tf.Tensor:

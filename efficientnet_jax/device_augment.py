@@ -4,8 +4,9 @@ does ~376 images/s per core at 224 pixels without augmentation, 162 with AutoAug
 RandAugment; see BENCHMARKS.md).
 
 The host implementation, `augment.py` (TensorFlow inside tf.data), is the reference: the same ops,
-sub-policies, probabilities, magnitudes, fill value and rounding, read from the tables both share
-(`augment_policies.py`); `tests/test_device_augment.py` measures every op against it on photographs.
+sub-policies, probabilities, magnitudes, fill value and rounding, read from the tables and the level ->
+argument mapping both share (`augment_policies.py`: `op_argument`, computed in Python when the policy's
+tables are built); `tests/test_device_augment.py` measures every op against it on photographs.
 Where the two can differ, and by how much (AutoContrast's table, nearest-neighbour rounding ties of the
 geometric ops), the function concerned says so.
 
@@ -58,20 +59,13 @@ from jax import lax
 
 from efficientnet_jax.augment_policies import (
     AUTOAUGMENT_CONSTANTS,
-    ENHANCE_FACTOR_AT_LEVEL_0,
-    ENHANCE_FACTOR_RANGE,
     FILL_VALUE,
-    MAX_LEVEL,
     POLICIES,
-    POSTERIZE_BITS_RANGE,
     RANDAUGMENT_CONSTANTS,
     RANDAUGMENT_OPS,
-    ROTATE_DEGREES_RANGE,
-    SHEAR_RANGE,
-    SOLARIZE_ADD_RANGE,
-    SOLARIZE_THRESHOLD_RANGE,
-    PolicyConstants,
+    SIGNED_OPS,
     SubPolicy,
+    op_argument,
 )
 
 VALID_AUGMENTS = (None, "autoaugment", "randaugment")
@@ -346,8 +340,6 @@ _FAMILIES: tuple[tuple[str, ...], ...] = (
 OP_NAMES: tuple[str, ...] = tuple(name for family in _FAMILIES for name in family)
 _FAMILY_OF_OP = np.array([f for f, family in enumerate(_FAMILIES) for _ in family], np.int32)
 _MEMBER_OF_OP = np.array([m for family in _FAMILIES for m in range(len(family))], np.int32)
-# Ops whose argument takes a random sign (the reference's `_randomly_negate_tensor`).
-_SIGNED_OPS = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
 def apply_op_by_index(
@@ -385,45 +377,6 @@ def apply_op_by_index(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Level -> argument (Python floats at trace time: levels are constants of the policy or the config)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _posterize_bits(fraction: float) -> int:
-    """int(level / 10 * 4) bits, 1 unless within [1, 8]: the bits the reference effectively keeps after
-    its uint8 wrap-around (see `augment._posterize_args`)."""
-    bits = int(fraction * POSTERIZE_BITS_RANGE)
-    return bits if 1 <= bits <= 8 else 1
-
-
-_ARGUMENT_OF_FRACTION: Mapping[str, Callable[[float, PolicyConstants], float]] = {
-    "AutoContrast": lambda fraction, consts: 0.0,
-    "Equalize": lambda fraction, consts: 0.0,
-    "Invert": lambda fraction, consts: 0.0,
-    "Posterize": lambda fraction, consts: float(_posterize_bits(fraction)),
-    # The reference's uint8 wrap: level 10 gives 256 -> 0, i.e. full inversion (see `augment._solarize_args`).
-    "Solarize": lambda fraction, consts: float(int(fraction * SOLARIZE_THRESHOLD_RANGE) % 256),
-    "SolarizeAdd": lambda fraction, consts: float(int(fraction * SOLARIZE_ADD_RANGE)),
-    "Color": lambda fraction, consts: fraction * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,
-    "Contrast": lambda fraction, consts: fraction * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,
-    "Brightness": lambda fraction, consts: fraction * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,
-    "Sharpness": lambda fraction, consts: fraction * ENHANCE_FACTOR_RANGE + ENHANCE_FACTOR_AT_LEVEL_0,
-    "Rotate": lambda fraction, consts: fraction * ROTATE_DEGREES_RANGE,
-    "ShearX": lambda fraction, consts: fraction * SHEAR_RANGE,
-    "ShearY": lambda fraction, consts: fraction * SHEAR_RANGE,
-    "TranslateX": lambda fraction, consts: fraction * float(consts.translate_const),
-    "TranslateY": lambda fraction, consts: fraction * float(consts.translate_const),
-    "Cutout": lambda fraction, consts: float(int(fraction * float(consts.cutout_const))),
-}
-
-
-def op_argument(name: str, level: float, consts: PolicyConstants) -> float:
-    """The op's argument at `level` before its random sign: the host's level mapping (`augment.OPS`) in
-    Python float64, which is what the host computes too (its levels are float64 tensors)."""
-    return _ARGUMENT_OF_FRACTION[name](level / MAX_LEVEL, consts)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Policies, one example at a time
 # ---------------------------------------------------------------------------------------------------------
 
@@ -437,7 +390,7 @@ class OpChoices(NamedTuple):
     key: jax.Array  # the op's own draws (Cutout's centre)
 
 
-_SIGNED = np.array([name in _SIGNED_OPS for name in OP_NAMES])
+_SIGNED = np.array([name in SIGNED_OPS for name in OP_NAMES])
 
 
 def _op_slot(op_index: jax.Array, magnitude: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
