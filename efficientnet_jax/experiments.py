@@ -114,6 +114,7 @@ def _scaled_run(
     width_multiplier: float,
     resolution_multiplier: float,
     resolution: int,
+    resolution_divisor: int,
     **settings: Optional[float],
 ) -> Run:
     width, depth, _ = base_coefficients(train)
@@ -122,6 +123,10 @@ def _scaled_run(
         "model.depth": round(depth * depth_multiplier, _COEFFICIENT_DECIMALS),
         "image_size": resolution,
     }
+    if train.get("train_image_size"):  # EfficientNetV2 trains smaller than it evaluates: both sizes scale
+        overrides["train_image_size"] = scaling.round_resolution(
+            train.train_image_size, resolution_multiplier, resolution_divisor
+        )
     return Run(
         name, methods, depth_multiplier, width_multiplier, resolution_multiplier, overrides, **settings
     )
@@ -139,6 +144,7 @@ def _compound_run(train, sweep, methods, phi, alpha, beta, gamma, name) -> Run:
         width_multiplier,
         gamma**phi,
         resolution,
+        sweep.resolution_divisor,
         phi=phi,
         alpha=alpha,
         beta=beta,
@@ -199,7 +205,10 @@ def _single_dimension_runs(config: ml_collections.ConfigDict) -> list[Run]:
     for method, (w, d, r) in curves:
         resolution = scaling.round_resolution(train.image_size, r, sweep.resolution_divisor)
         runs.append(
-            _scaled_run(train, f"w{_number(w)}_d{_number(d)}_r{_number(r)}", (method,), d, w, r, resolution)
+            _scaled_run(
+                train, f"w{_number(w)}_d{_number(d)}_r{_number(r)}", (method,), d, w, r, resolution,
+                sweep.resolution_divisor,
+            )
         )
     return runs
 

@@ -16,7 +16,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-import pytest  # noqa: E402  (after the environment above, which JAX reads when first imported)
+import gc
+
+import jax  # noqa: E402  (after the environment above, which JAX reads when first imported)
+import pytest
 
 # The longest modules, longest first (seconds on 2 cores, `pytest -n 2 --durations=60`). The suite
 # runs `-n 2 --dist loadfile --no-loadscope-reorder` (pyproject.toml): xdist hands whole modules to
@@ -30,6 +33,7 @@ LONGEST_MODULES = (
     "test_finetune.py",  # 190
     "test_benchmarks.py",  # 90
     "test_eval.py",  # 90
+    "test_progressive.py",  # 55
 )
 
 
@@ -39,6 +43,33 @@ def pytest_collection_modifyitems(items):
         return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
 
     items.sort(key=rank)  # stable: the order within a module stays
+
+
+# Every executable XLA compiles for the CPU stays mapped into the process while JAX's in-memory caches
+# hold it: a tiny training job adds about 3,700 memory mappings, and Linux allows 65,530 per process
+# (vm.max_map_count). An xdist worker that ran about 17 in-process jobs segfaulted loading the next
+# executable (seen 2026-12-01, in `compilation_cache.get_executable_and_time`). Clearing JAX's caches
+# unmaps them (measured: 6,990 back to 1,910 after one job); the persistent cache above serves the
+# next compilation of the same program.
+MAX_MEMORY_MAPPINGS = 20_000
+
+
+def memory_mappings() -> int:
+    """The number of this process's memory mappings (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+    """After a test that leaves the process above MAX_MEMORY_MAPPINGS, JAX's caches are cleared."""
+    yield
+    if memory_mappings() > MAX_MEMORY_MAPPINGS:
+        jax.clear_caches()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

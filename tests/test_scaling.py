@@ -411,3 +411,16 @@ def test_report_has_a_row_per_run_with_the_models_accounting(tiny_grid):
         data = (report_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
         assert f"]({name})" in markdown
+
+
+def test_a_v2_sweep_scales_the_train_size_with_the_eval_size():
+    """EfficientNetV2 trains smaller than it evaluates (V2-B0: 192 and 224): a compound run at
+    phi = 1 scales both by gamma, each rounded to the sweep's divisor, so progressive learning's
+    final stage grows with the network."""
+    config = sweep_config("compound.py", "base=imagenet_v2", **{"sweep.phis": (1.0,)})
+    (run,) = experiments.expand_sweep(config)
+    scaled = experiments.run_config(config.train, run)
+    divisor = config.sweep.resolution_divisor
+    assert scaled.image_size == scaling.round_resolution(224, run.resolution_multiplier, divisor)
+    assert scaled.train_image_size == scaling.round_resolution(192, run.resolution_multiplier, divisor)
+    assert scaled.train_image_size < scaled.image_size and scaled.train_image_size != 192

@@ -155,7 +155,7 @@ def test_the_converter_writes_the_normalisation_of_the_weights_or_the_one_asked_
     recognised (`--source=auto`) and a mismatched `--source` refused in one line."""
     written = []
 
-    def record(variables, variant, out_dir, normalization=None):
+    def record(variables, variant, out_dir, normalization=None, eval_preprocessing=None):
         written.append((variant, normalization))
         return out_dir
 
