@@ -79,7 +79,7 @@ def augmentation(policy: str, batching: str, num_layers: int, magnitude: float) 
 
     def augment_at_step(images: jax.Array, step: jax.Array) -> jax.Array:
         keys = device_augment.example_keys(key, step, jnp.arange(images.shape[0]))
-        return device_augment.augment_batch(images, keys, augment, num_layers, magnitude, batching)
+        return device_augment.augment_batch(images, keys, augment, num_layers, magnitude, batching=batching)
 
     return jax.jit(augment_at_step)
 

@@ -56,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
     config.randaugment_num_layers = 2
     config.randaugment_magnitude = 10.0
+    # RandAugment's pixel constants at magnitude 10: translation and cutout half-size (the reference's,
+    # for ImageNet-sized images; a config at another image size scales them).
+    config.randaugment_translate_const = 100
+    config.randaugment_cutout_const = 40
     # Mixup / CutMix (batch_mixing.py): Beta(alpha, alpha) per example, 0 turns a method off; with both
     # set, half of each device's batch gets each. Labels then reach the step as probabilities.
     config.mixup_alpha = 0.0

@@ -498,12 +498,18 @@ def randaugment_op_indices(seed: tf.Tensor, num_layers: int) -> tf.Tensor:
     )
 
 
-def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float) -> tf.Tensor:
+def randaugment(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    num_layers: int,
+    magnitude: float,
+    constants: PolicyConstants = RANDAUGMENT_CONSTANTS,
+) -> tf.Tensor:
     """RandAugment: `num_layers` times, apply one op drawn uniformly from `RANDAUGMENT_OPS` at `magnitude`.
 
     As in the reference, the chosen op is always applied (the reference's per-layer probability is drawn
-    but unused), signed ops take a random sign, and constants are cutout_const 40, translate_const 100.
-    Magnitudes above MAX_LEVEL (10) extrapolate (EfficientNet-B5 uses 17, B7 28).
+    but unused), signed ops take a random sign, and `constants` default to the reference's cutout_const
+    40, translate_const 100. Magnitudes above MAX_LEVEL (10) extrapolate (EfficientNet-B5 uses 17, B7 28).
     """
     image, seed = _check_inputs(image, seed)
     if num_layers < 0 or magnitude < 0:
@@ -514,7 +520,7 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: f
     parent = _randaugment_seeds(seed)[1]
     layer_seeds = tf.random.experimental.stateless_split(parent, num=num_layers, alg=RNG_ALG)
     arguments = [
-        tf.constant(op_argument(name, float(magnitude), RANDAUGMENT_CONSTANTS), tf.float64)
+        tf.constant(op_argument(name, float(magnitude), constants), tf.float64)
         for name in RANDAUGMENT_OPS
     ]
     augmented = image
@@ -536,6 +542,7 @@ def apply(
     augment: str | None,
     randaugment_num_layers: int,
     randaugment_magnitude: float,
+    randaugment_constants: PolicyConstants = RANDAUGMENT_CONSTANTS,
 ) -> tf.Tensor:
     """Applies `config.augment` (None, "autoaugment" = policy v0, or "randaugment") to a uint8 image."""
     if augment is None:
@@ -543,5 +550,5 @@ def apply(
     if augment == "autoaugment":
         return autoaugment(image, seed, "v0")
     if augment == "randaugment":
-        return randaugment(image, seed, randaugment_num_layers, randaugment_magnitude)
+        return randaugment(image, seed, randaugment_num_layers, randaugment_magnitude, randaugment_constants)
     raise ValueError(f"config.augment must be one of {VALID_AUGMENTS}, got {augment!r}")

@@ -40,6 +40,15 @@ class PolicyConstants:
 AUTOAUGMENT_CONSTANTS = PolicyConstants(cutout_const=100, translate_const=250)
 RANDAUGMENT_CONSTANTS = PolicyConstants(cutout_const=40, translate_const=100)
 
+
+def randaugment_constants(config) -> PolicyConstants:
+    """RandAugment's constants from `config.randaugment_{cutout,translate}_const` (ml_collections or
+    any mapping with those keys). They are pixels of the train image; the reference's 40/100 are
+    ImageNet's, which blank a 32-pixel image, so a config at another scale sets its own."""
+    return PolicyConstants(
+        cutout_const=config["randaugment_cutout_const"], translate_const=config["randaugment_translate_const"]
+    )
+
 # The reference's RandAugment list, in its order (the op index drawn per layer indexes this tuple).
 RANDAUGMENT_OPS: tuple[str, ...] = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",

@@ -72,7 +72,7 @@ def train_image_size(config: ml_collections.ConfigDict) -> int:
     """The size the input pipeline trains at: config.train_image_size, else config.image_size (the eval
     size, at which B0-B7 also train). EfficientNetV2 trains smaller than it evaluates
     (`scaling.VARIANTS`' train_resolution); with progressive learning this is the last stage's size."""
-    return config.get("train_image_size") or config.image_size
+    return config.train_image_size or config.image_size
 
 
 def parse_input_normalization(value: str) -> InputNormalization:
@@ -99,7 +99,7 @@ def parse_input_normalization(value: str) -> InputNormalization:
 
 def configured_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization | None:
     """`config.input_normalization` parsed; None when unset (None, or '' from a command line)."""
-    value = config.get("input_normalization")
+    value = config.input_normalization
     return parse_input_normalization(value) if value else None
 
 
@@ -147,6 +147,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("mixup_alpha", "cutmix_alpha"):  # Beta(alpha, alpha) needs alpha > 0; 0 is off
         if config[key] < 0:
             raise ConfigError(f"config.{key} must be 0 (off) or positive, got {config[key]}.")
+    for key in ("randaugment_num_layers", "randaugment_magnitude", "randaugment_translate_const",
+                "randaugment_cutout_const"):
+        if config[key] < 0:
+            raise ConfigError(f"config.{key} must be 0 or positive, got {config[key]}.")
     if config.augment_on_device and (config.mixup_alpha > 0 or config.cutmix_alpha > 0):
         # The official order augments each image and then mixes the batch; mixing is the host's.
         raise ConfigError(

@@ -64,6 +64,7 @@ from efficientnet_jax.augment_policies import (
     RANDAUGMENT_CONSTANTS,
     RANDAUGMENT_OPS,
     SIGNED_OPS,
+    PolicyConstants,
     SubPolicy,
     op_argument,
 )
@@ -425,14 +426,16 @@ def autoaugment_choices(key: jax.Array, policy: str = "v0") -> tuple[jax.Array, 
     return index, OpChoices(op_index, jnp.stack(arguments), applied, jnp.stack(op_keys))
 
 
-def randaugment_choices(key: jax.Array, num_layers: int, magnitude: float) -> OpChoices:
+def randaugment_choices(
+    key: jax.Array, num_layers: int, magnitude: float, constants: PolicyConstants = RANDAUGMENT_CONSTANTS
+) -> OpChoices:
     """The `num_layers` ops RandAugment applies to one example: each uniform over `RANDAUGMENT_OPS`
     (with replacement), always applied (the reference's per-layer probability is unused), at `magnitude`
-    with RandAugment's constants."""
+    with `constants` (the reference's by default)."""
     choice_key, layers_key = jax.random.split(key)
     to_op_index = np.array([OP_NAMES.index(name) for name in RANDAUGMENT_OPS], np.int32)
     magnitudes = np.array(
-        [op_argument(name, magnitude, RANDAUGMENT_CONSTANTS) for name in OP_NAMES], np.float32
+        [op_argument(name, magnitude, constants) for name in OP_NAMES], np.float32
     )
     op_index = jnp.asarray(to_op_index)[
         jax.random.randint(choice_key, (num_layers,), 0, len(RANDAUGMENT_OPS))
@@ -466,6 +469,7 @@ def augment_example(
     augment: str | None,
     randaugment_num_layers: int,
     randaugment_magnitude: float,
+    randaugment_constants: PolicyConstants = RANDAUGMENT_CONSTANTS,
 ) -> jax.Array:
     """The training augmentation of one example after its crop and resize: random flip, then
     `augment` (None, "autoaugment" = policy v0, "randaugment"), as the host's `train_image` does."""
@@ -476,7 +480,10 @@ def augment_example(
         return apply_choices(image, autoaugment_choices(policy_key, "v0")[1])
     if augment == "randaugment" and randaugment_num_layers > 0:
         return apply_choices(
-            image, randaugment_choices(policy_key, randaugment_num_layers, randaugment_magnitude)
+            image,
+            randaugment_choices(
+                policy_key, randaugment_num_layers, randaugment_magnitude, randaugment_constants
+            ),
         )
     return image
 
@@ -525,6 +532,7 @@ def augment_batch(
     augment: str | None,
     randaugment_num_layers: int = 2,
     randaugment_magnitude: float = 10.0,
+    randaugment_constants: PolicyConstants = RANDAUGMENT_CONSTANTS,
     batching: str = "auto",
 ) -> jax.Array:
     """`augment_example` on every example of a uint8 batch [N, H, W, 3], with its key of `keys` [N]
@@ -535,7 +543,9 @@ def augment_batch(
     _check_policy(augment, randaugment_num_layers, randaugment_magnitude)
 
     def one_example(image: jax.Array, key: jax.Array) -> jax.Array:
-        return augment_example(image, key, augment, randaugment_num_layers, randaugment_magnitude)
+        return augment_example(
+            image, key, augment, randaugment_num_layers, randaugment_magnitude, randaugment_constants
+        )
 
     if resolve_batching(batching, augment) == "vmap":
         return jax.vmap(one_example)(images, keys)

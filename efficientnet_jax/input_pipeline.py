@@ -43,7 +43,7 @@ import tensorflow_datasets as tfds
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
-from efficientnet_jax import augment, batch_mixing
+from efficientnet_jax import augment, augment_policies, batch_mixing
 from efficientnet_jax.configuration import train_image_size
 from efficientnet_jax.datasets import image_folder
 
@@ -343,9 +343,10 @@ def maybe_augment(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.Conf
     return augment.apply(
         image,
         seed,
-        config.get("augment"),
-        config.get("randaugment_num_layers", 2),
-        config.get("randaugment_magnitude", 10.0),
+        config.augment,
+        config.randaugment_num_layers,
+        config.randaugment_magnitude,
+        augment_policies.randaugment_constants(config),
     )
 
 
@@ -362,7 +363,7 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     image = decode_and_crop(image_bytes, lambda shape: train_crop_box(shape, crop_seed, config))
     image = resize(image, train_image_size(config))
-    if config.get("augment_on_device", False):
+    if config.augment_on_device:
         return image
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return maybe_augment(image, augment_seed, config)
@@ -553,7 +554,7 @@ def _train_epoch_dataset(
     ds = preprocess_train_examples(ds, epoch_seed, config)
     ds = ds.batch(host_batch, drop_remainder=True).map(_fill_invalid_with_first_valid)
     ds = ds.map(lambda batch: _split_into_devices(batch, local_device_count))
-    mixup_alpha, cutmix_alpha = config.get("mixup_alpha", 0.0), config.get("cutmix_alpha", 0.0)
+    mixup_alpha, cutmix_alpha = config.mixup_alpha, config.cutmix_alpha
     if mixup_alpha > 0 or cutmix_alpha > 0:  # Mixup/CutMix: labels become float32 [..., num_classes]
         ds = ds.map(
             functools.partial(
@@ -638,7 +639,7 @@ def create_train_iterator(
     shard = _train_shard(config, process_index, process_count)
     steps = _steps_per_epoch(_num_examples(builder, shard), host_batch)
     start_epoch, first_batch = divmod(start_step, steps)
-    skip_corrupt = config.get("skip_corrupt_images", True)
+    skip_corrupt = config.skip_corrupt_images
 
     def batches() -> Iterator[Batch]:
         for epoch in itertools.count(start_epoch):
@@ -695,7 +696,7 @@ def _eval_dataset(
                 example["image"],
                 image_size=config.image_size,
                 crop_padding=config.eval_crop_padding,
-                preprocessing=config.get("eval_preprocessing", "efficientnet"),
+                preprocessing=config.eval_preprocessing,
             ),
             "label": tf.cast(example["label"], tf.int32),
         },
@@ -756,7 +757,7 @@ def create_eval_iterator(
             split,
             config.image_size,
             config.eval_crop_padding,
-            config.get("eval_preprocessing", "efficientnet"),
+            config.eval_preprocessing,
             config.eval_batch_size,
             process_index,
             process_count,

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from efficientnet_jax import device_augment, optim
+from efficientnet_jax import augment_policies, device_augment, optim
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.scaling import InputNormalization
 
@@ -127,7 +127,12 @@ def augment_on_device(
     local_device = lax.axis_index(AXIS_NAME) % jax.local_device_count()
     keys = device_augment.example_keys(host_key, step, local_device * per_device + jnp.arange(per_device))
     return device_augment.augment_batch(
-        images, keys, config.get("augment"), config.randaugment_num_layers, config.randaugment_magnitude
+        images,
+        keys,
+        config.augment,
+        config.randaugment_num_layers,
+        config.randaugment_magnitude,
+        augment_policies.randaugment_constants(config),
     )
 
 
@@ -151,7 +156,7 @@ def train_step(
     """
     num_classes = model.spec.num_classes
     images = batch["image"]
-    if config.get("augment_on_device", False):
+    if config.augment_on_device:
         images = augment_on_device(images, rng, state.step, config)
     images = normalize(images, normalization)
 

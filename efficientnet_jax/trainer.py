@@ -206,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             normalization,
             config.eval_crop_padding,
             builder.info.features["label"].names,
-            config.get("eval_preprocessing", checkpointing.REFERENCE_EVAL_PREPROCESSING),
+            config.eval_preprocessing,
         )
         if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
             with open(os.path.join(workdir, "config.json"), "w") as f:

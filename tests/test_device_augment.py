@@ -226,13 +226,16 @@ def _signed(name: str) -> bool:
     return name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
-def test_randaugment_picks_ops_uniformly_with_random_signs():
+@pytest.mark.parametrize(
+    "constants", [A.RANDAUGMENT_CONSTANTS, A.PolicyConstants(cutout_const=6, translate_const=14)]
+)  # the reference's and the quick start's (configs/quickstart.py)
+def test_randaugment_picks_ops_uniformly_with_random_signs(constants):
     n = 3000
-    choices = jax.jit(jax.vmap(lambda k: D.randaugment_choices(k, 2, 10.0)))(_keys(n))
+    choices = jax.jit(jax.vmap(lambda k: D.randaugment_choices(k, 2, 10.0, constants)))(_keys(n))
     op_index, argument = np.asarray(choices.op_index), np.asarray(choices.argument)
     assert_uniform_choices(op_index, 16)
     assert np.asarray(choices.applied).all()  # always applied, as the reference
-    magnitudes = np.array([D.op_argument(name, 10.0, A.RANDAUGMENT_CONSTANTS) for name in D.OP_NAMES])
+    magnitudes = np.array([D.op_argument(name, 10.0, constants) for name in D.OP_NAMES])
     np.testing.assert_array_equal(np.abs(argument), magnitudes[op_index].astype(np.float32))
     signed = np.array([_signed(name) for name in D.OP_NAMES])[op_index]
     negative = (argument[signed] < 0).mean()
@@ -275,7 +278,7 @@ def _augment_step(augment: str, batching: str):
     step an int32 array as the train state's."""
     return jax.jit(
         lambda images, step, indices: D.augment_batch(
-            images, D.example_keys(KEY, step, indices), augment, RA_LAYERS, RA_MAGNITUDE, batching
+            images, D.example_keys(KEY, step, indices), augment, RA_LAYERS, RA_MAGNITUDE, batching=batching
         )
     )
 

@@ -23,7 +23,8 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from efficientnet_jax import augment, input_pipeline
+from configs import default
+from efficientnet_jax import augment, augment_policies, input_pipeline
 from efficientnet_jax.datasets import sklearn_digits
 
 FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
@@ -31,24 +32,18 @@ CHINA_JPEG_SHAPE = (427, 640, 3)
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict(
+    """The reference recipe (configs/default.py) on the digits at 32 pixels, with `overrides`."""
+    config = default.get_config()
+    config.update(
         {
-            "seed": 0,
             "dataset": "sklearn_digits",
-            "data_dir": None,
-            "manual_dir": None,
             "train_split": "train",
             "eval_split": "test",
             "image_size": 32,
             "batch_size": 32,
             "eval_batch_size": 32,
             "shuffle_buffer_size": 256,
-            "crop_area_range": (0.08, 1.0),
-            "crop_aspect_range": (3 / 4, 4 / 3),
-            "crop_min_object_covered": 0.1,
-            "crop_max_attempts": 10,
-            "eval_crop_padding": 32,
-            "cache_eval": False,
+            "augment_on_device": False,
         }
     )
     config.update(overrides)
@@ -517,6 +512,23 @@ def test_augment_hook_applies_the_configured_policy(china_jpeg):
     np.testing.assert_array_equal(autoaugmented.numpy(), augment.autoaugment(image, seed).numpy())
     with pytest.raises(ValueError, match="config.augment"):
         input_pipeline.maybe_augment(image, seed, make_config(augment="mixup"))
+
+
+def test_randaugment_takes_the_configs_pixel_constants(china_jpeg):
+    """config.randaugment_{translate,cutout}_const reach the host's RandAugment: every seed gives the
+    policy at those constants, and the seeds that draw a translation or cutout differ from the
+    reference's 100/40."""
+    image = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
+    config = make_config(augment="randaugment", randaugment_translate_const=14, randaugment_cutout_const=6)
+    small = augment_policies.PolicyConstants(cutout_const=6, translate_const=14)
+    differs_from_reference = 0
+    for i in range(12):
+        seed = tf.constant([i, 7], tf.int64)
+        augmented = input_pipeline.maybe_augment(image, seed, config).numpy()
+        np.testing.assert_array_equal(augmented, augment.randaugment(image, seed, 2, 10.0, small).numpy())
+        reference = augment.randaugment(image, seed, 2, 10.0).numpy()
+        differs_from_reference += not np.array_equal(augmented, reference)
+    assert differs_from_reference >= 3  # 3 of the 16 ops take a pixel constant: ~4 of 12 seeds draw one
 
 
 # ----------------------------------------------------------------------------
