@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -131,7 +132,12 @@ def test_a_failing_save_stops_the_job_and_leaves_the_previous_checkpoint_readabl
     def disk_full_on_second_save(self, directory, *args, **kwargs):
         calls.append(directory)
         if len(calls) == 2:
-            os.makedirs(directory, exist_ok=True)
+            # Orbax creates the item's temporary directory on a thread of its own while it calls this
+            # (create_directories_asynchronously): creating it here too raced with that (ENOENT, once
+            # in a CI run), so the half-written file goes in once Orbax has made the directory.
+            deadline = time.monotonic() + 60
+            while not os.path.isdir(directory) and time.monotonic() < deadline:
+                time.sleep(0.01)
             with open(os.path.join(directory, "half_written"), "wb") as f:
                 f.write(b"\0" * 1000)
             raise OSError(errno.ENOSPC, "No space left on device")
