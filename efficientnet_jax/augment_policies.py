@@ -49,6 +49,7 @@ def randaugment_constants(config) -> PolicyConstants:
         cutout_const=config["randaugment_cutout_const"], translate_const=config["randaugment_translate_const"]
     )
 
+
 # The reference's RandAugment list, in its order (the op index drawn per layer indexes this tuple).
 RANDAUGMENT_OPS: tuple[str, ...] = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",

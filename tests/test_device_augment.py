@@ -228,7 +228,7 @@ def _signed(name: str) -> bool:
 
 @pytest.mark.parametrize(
     "constants", [A.RANDAUGMENT_CONSTANTS, A.PolicyConstants(cutout_const=6, translate_const=14)]
-)  # the reference's and the quick start's (configs/quickstart.py)
+)  # the reference's and another pair (config.randaugment_{cutout,translate}_const)
 def test_randaugment_picks_ops_uniformly_with_random_signs(constants):
     n = 3000
     choices = jax.jit(jax.vmap(lambda k: D.randaugment_choices(k, 2, 10.0, constants)))(_keys(n))
