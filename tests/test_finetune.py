@@ -44,8 +44,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN_STEPS = 300
 FINETUNE_STEPS = 100
 # Fine-tuned minus from-scratch held-out top-1 with seeds 0, 1, 2, 3 (the test uses 0), measured under
-# the tests' XLA flags: EMA weights 0.562, 0.355, 0.356, 0.428; raw weights 0.405, 0.344, 0.339, 0.411
-# (fine-tuned EMA 0.57-0.76, from scratch 0.19-0.29; chance is 0.2).
+# the tests' XLA flags (tests/xla_flags.py, re-measured 2026-12-01 when they changed): EMA weights
+# 0.344, 0.439, 0.467, 0.344; raw weights 0.517, 0.411, 0.467, 0.233 (fine-tuned EMA 0.56-0.67, from
+# scratch 0.20-0.25; chance is 0.2).
 MIN_EMA_MARGIN = 0.25
 MIN_RAW_MARGIN = 0.15
 # The tiny quick-start network; a recipe that learns the digits in a few hundred steps: crops that
@@ -274,7 +275,7 @@ def test_a_bad_normalisation_is_a_one_line_config_error_naming_the_accepted_valu
 def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     """On the model's parameters (a few of its modules, by their real names), three steps of random
     gradients: the backbone's updates are the multiplier times the plain optimizer's, the
-    classifier's unchanged; multiplier 0 leaves the backbone bit-identical, as freeze_backbone does
+    classifier's the plain optimizer's; multiplier 0 leaves the backbone bit-identical, as freeze_backbone does
     (which keeps no optimizer state for it) while the classifier trains."""
     spec = configuration.model_spec_from_config(tiny_config(None), num_classes=5)
     shapes = jax.eval_shape(EfficientNet(spec).init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
@@ -305,14 +306,20 @@ def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     plain, plain_state = final_params()
     scaled = {m: final_params(backbone_learning_rate_multiplier=m)[0] for m in (0.25, 0.0)}
     frozen, frozen_state = final_params(freeze_backbone=True, backbone_learning_rate_multiplier=0.5)
+    def assert_classifiers_agree(a, b):
+        """The classifier's updates are the same arithmetic in two differently compiled programs, so
+        equal up to float rounding (XLA fuses them differently: two ulps seen under the tests' flags)."""
+        for x, y in zip(jax.tree.leaves(a[optim.CLASSIFIER]), jax.tree.leaves(b[optim.CLASSIFIER])):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
     for multiplier, result in scaled.items():
-        assert_trees_equal(result[optim.CLASSIFIER], plain[optim.CLASSIFIER])
+        assert_classifiers_agree(result, plain)
         for p, a, b in zip(*(jax.tree.leaves(backbone(tree)) for tree in (params, result, plain))):
             np.testing.assert_allclose(a - p, multiplier * (b - p), rtol=1e-4, atol=1e-6)
     assert max_difference(backbone(plain), backbone(params)) > 1e-3  # the plain optimizer moved them
     assert_trees_equal(backbone(scaled[0.0]), backbone(params))
     assert_trees_equal(backbone(frozen), backbone(params))
-    assert_trees_equal(frozen[optim.CLASSIFIER], plain[optim.CLASSIFIER])
+    assert_classifiers_agree(frozen, plain)
     assert len(jax.tree.leaves(frozen_state)) < len(jax.tree.leaves(plain_state))
 
 

@@ -26,7 +26,6 @@ if num_processes > 1:
 
 import functools  # noqa: E402
 
-import flax.jax_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 from efficientnet_jax import configuration, optim, steps, trainer  # noqa: E402
@@ -63,7 +62,7 @@ def run_fixed_steps(config):
     model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
     schedule = optim.learning_rate_schedule(0.01, 10, 0.0, 0.97, 2.4)
     tx = optim.rmsprop(schedule, config)
-    state = flax.jax_utils.replicate(steps.create_train_state(jax.random.key(0), model, 16, tx))
+    state = steps.replicate(steps.create_train_state(jax.random.key(0), model, 16, tx))
     step = jax.pmap(
         functools.partial(
             steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1),
