@@ -103,6 +103,13 @@ def assert_trees_equal(actual, expected):
         np.testing.assert_array_equal(a, b)
 
 
+def assert_classifiers_agree(a, b):
+    """Two optimizers' classifiers: the same arithmetic in two differently compiled programs, so equal
+    up to float rounding (XLA fuses them differently: two ulps seen under the tests' flags)."""
+    for x, y in zip(jax.tree.leaves(a[optim.CLASSIFIER]), jax.tree.leaves(b[optim.CLASSIFIER])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 def max_difference(a, b):
     return max(
         float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
@@ -275,8 +282,8 @@ def test_a_bad_normalisation_is_a_one_line_config_error_naming_the_accepted_valu
 def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     """On the model's parameters (a few of its modules, by their real names), three steps of random
     gradients: the backbone's updates are the multiplier times the plain optimizer's, the
-    classifier's the plain optimizer's; multiplier 0 leaves the backbone bit-identical, as freeze_backbone does
-    (which keeps no optimizer state for it) while the classifier trains."""
+    classifier's the plain optimizer's; multiplier 0 leaves the backbone bit-identical, as
+    freeze_backbone does (which keeps no optimizer state for it) while the classifier trains."""
     spec = configuration.model_spec_from_config(tiny_config(None), num_classes=5)
     shapes = jax.eval_shape(EfficientNet(spec).init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     shapes = {
@@ -306,12 +313,6 @@ def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     plain, plain_state = final_params()
     scaled = {m: final_params(backbone_learning_rate_multiplier=m)[0] for m in (0.25, 0.0)}
     frozen, frozen_state = final_params(freeze_backbone=True, backbone_learning_rate_multiplier=0.5)
-    def assert_classifiers_agree(a, b):
-        """The classifier's updates are the same arithmetic in two differently compiled programs, so
-        equal up to float rounding (XLA fuses them differently: two ulps seen under the tests' flags)."""
-        for x, y in zip(jax.tree.leaves(a[optim.CLASSIFIER]), jax.tree.leaves(b[optim.CLASSIFIER])):
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-
     for multiplier, result in scaled.items():
         assert_classifiers_agree(result, plain)
         for p, a, b in zip(*(jax.tree.leaves(backbone(tree)) for tree in (params, result, plain))):
