@@ -56,17 +56,21 @@ def shell_commands(text: str) -> list[str]:
     return commands
 
 
-def python_commands() -> list[tuple[str, str]]:
-    """(page, command) for every `python ...` command of the README and docs/."""
-    found = []
-    for page in doc_pages():
-        for command in shell_commands(read(page)):
-            words = shlex.split(command)
-            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # environment assignments
-                words = words[1:]
-            if words and words[0] in PYTHON:
-                found.append((os.path.relpath(page, REPO), command))
-    return found
+def command_words(command: str) -> list[str]:
+    """The command's words after its environment assignments (`HF_HUB_OFFLINE=1 python ...`)."""
+    words = shlex.split(command)
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        words = words[1:]
+    return words
+
+
+def page_commands() -> list[tuple[str, list[str]]]:
+    """(page, words) for every command of the README and docs/."""
+    return [
+        (os.path.relpath(page, REPO), command_words(command))
+        for page in doc_pages()
+        for command in shell_commands(read(page))
+    ]
 
 
 def repository_module_file(name: str) -> str | None:
@@ -202,10 +206,7 @@ def parse_config_overrides(default: str | None, arguments: list[str]) -> None:
 
 
 def check_command(command: str) -> None:
-    words = shlex.split(command)
-    while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
-        words = words[1:]
-    words = words[1:]
+    words = command_words(command)[1:]
     if words[0] == "-m":
         program, arguments = words[1], words[2:]
         script = repository_module_file(program)
@@ -236,7 +237,7 @@ def check_command(command: str) -> None:
         parse_config_overrides(accepted.config_default, config_arguments)
 
 
-COMMANDS = python_commands()
+COMMANDS = [(page, shlex.join(words)) for page, words in page_commands() if words and words[0] in PYTHON]
 
 
 def test_the_readme_is_short_and_has_commands():
@@ -293,3 +294,12 @@ def test_python_snippets_parse():
         for language, body in fenced_blocks(read(page)):
             if language == "python":
                 ast.parse(body)
+
+
+def test_files_named_by_other_commands_exist():
+    """`pip install -r FILE` and `bash FILE` name files of the repository."""
+    for page, words in page_commands():
+        named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "-r"]
+        named += words[1:2] if words[:1] == ["bash"] else []
+        for path in named:
+            assert os.path.isfile(os.path.join(REPO, path)), f"{page}: no file {path}"
