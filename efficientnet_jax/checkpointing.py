@@ -28,7 +28,8 @@ from jax.experimental import multihost_utils
 
 from efficientnet_jax import progressive
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec, StageSpec
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION, InputNormalization
+from efficientnet_jax.scaling import ModelSpec, StageSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
 DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume

@@ -26,7 +26,7 @@ from jax import lax
 
 from efficientnet_jax import augment_policies, device_augment, optim
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import InputNormalization
+from efficientnet_jax.normalizations import InputNormalization
 
 AXIS_NAME = "batch"
 

@@ -33,6 +33,7 @@ from efficientnet_jax import (
 )
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 from efficientnet_jax.steps import AXIS_NAME, TrainState
 MULTIHOST_CHECK_EVERY_STEPS = 10
 
@@ -123,7 +124,7 @@ def _start_stage(
     tx: Any,
     learning_rate_fn: Callable[[Any], Any],
     rng: jax.Array,
-    normalization: scaling.InputNormalization,
+    normalization: InputNormalization,
     step: int,
 ) -> tuple[Callable, Iterator]:
     """The pmapped train step and the device-prefetched train batches of `stage`, from `step` on: the
@@ -221,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
             "normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            scaling.describe_normalization(normalization),
+            describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:

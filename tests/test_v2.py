@@ -22,7 +22,7 @@ import pytest
 import efficientnet_jax as ej
 from configs import default, imagenet
 from configs.scaling import compound
-from efficientnet_jax import accounting, configuration, experiments, layers, pretrained, scaling, summary
+from efficientnet_jax import accounting, configuration, experiments, layers, normalizations, pretrained, scaling, summary
 from efficientnet_jax.pretrained import WeightImportError
 from tests.test_pretrained import (
     TOLERANCE,
@@ -216,17 +216,17 @@ def test_feature_maps_at_strides_2_to_32(variant, size, expected):
 @pytest.mark.parametrize(
     "variant,normalization",
     [
-        ("v2-b0", scaling.IMAGENET_NORMALIZATION),
-        ("v2-b3", scaling.IMAGENET_NORMALIZATION),
-        ("v2-s", scaling.EFFICIENTNETV2_NORMALIZATION),
-        ("v2-xl", scaling.EFFICIENTNETV2_NORMALIZATION),
+        ("v2-b0", normalizations.IMAGENET_NORMALIZATION),
+        ("v2-b3", normalizations.IMAGENET_NORMALIZATION),
+        ("v2-s", normalizations.EFFICIENTNETV2_NORMALIZATION),
+        ("v2-xl", normalizations.EFFICIENTNETV2_NORMALIZATION),
     ],
 )
 def test_each_variant_records_the_input_normalization_of_the_official_weights(variant, normalization):
     """V2-B0..B3: EfficientNet's preprocessing, ImageNet mean/std; V2-S..XL: (pixels - 128) / 128."""
     baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
     assert baseline.normalization == normalization
-    assert scaling.EFFICIENTNETV2_NORMALIZATION == scaling.InputNormalization((128.0,) * 3, (128.0,) * 3)
+    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization((128.0,) * 3, (128.0,) * 3)
 
 
 # --- Configs and scaling ---------------------------------------------------------------------------

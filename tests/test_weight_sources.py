@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, pretrained, scaling
+from efficientnet_jax import checkpointing, normalizations, pretrained
 from efficientnet_jax.model import model_spec
 from efficientnet_jax.pretrained import WeightImportError
 from tests.test_entry_points import REPO, assert_one_line_error
@@ -90,7 +90,7 @@ def test_a_file_is_read_in_the_naming_its_tensors_have(source, tmp_path):
     path = save_safetensors(state_dict, tmp_path / "weights.safetensors")
     imported = pretrained.import_weights(path, "b0")
     assert imported.source == source.label
-    assert imported.normalization == scaling.IMAGENET_NORMALIZATION
+    assert imported.normalization == normalizations.IMAGENET_NORMALIZATION
     assert_same_variables(imported.variables, pretrained.import_tensors(state_dict, "b0", source))
     other_reader = pretrained.from_efficientnet_pytorch if source == pretrained.TIMM else pretrained.from_timm
     with pytest.raises(WeightImportError, match=rf"These are {source.label} weights.*read them with"):
@@ -131,16 +131,16 @@ def test_lite_weights_offered_for_b0_name_their_family():
 @pytest.mark.parametrize(
     "weights, variant, expected",
     [
-        ("model.safetensors", "b0", scaling.IMAGENET_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_b3.ns_jft_in1k", "b3", scaling.IMAGENET_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_b3.ap_in1k", "b3", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("/weights/adv-efficientnet-b8-22a8fe65.pth", "b8", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("/weights/efficientnet-b7-dcc49843.pth", "b7", scaling.IMAGENET_NORMALIZATION),
-        ("tf_efficientnet_b1_ap-44ef0a3d.pth", "b1", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("tf_efficientnet_b0_ns-c0e6a31c.pth", "b0", scaling.IMAGENET_NORMALIZATION),
-        ("efficientnet-lite0-57934424.pth", "lite0", scaling.EDGE_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_es.in1k", "edgetpu-s", scaling.EDGE_NORMALIZATION),
-        ("efficientnetb0.h5", "b0", scaling.IMAGENET_NORMALIZATION),
+        ("model.safetensors", "b0", normalizations.IMAGENET_NORMALIZATION),
+        ("hf-hub:timm/tf_efficientnet_b3.ns_jft_in1k", "b3", normalizations.IMAGENET_NORMALIZATION),
+        ("hf-hub:timm/tf_efficientnet_b3.ap_in1k", "b3", normalizations.SIGNED_UNIT_NORMALIZATION),
+        ("/weights/adv-efficientnet-b8-22a8fe65.pth", "b8", normalizations.SIGNED_UNIT_NORMALIZATION),
+        ("/weights/efficientnet-b7-dcc49843.pth", "b7", normalizations.IMAGENET_NORMALIZATION),
+        ("tf_efficientnet_b1_ap-44ef0a3d.pth", "b1", normalizations.SIGNED_UNIT_NORMALIZATION),
+        ("tf_efficientnet_b0_ns-c0e6a31c.pth", "b0", normalizations.IMAGENET_NORMALIZATION),
+        ("efficientnet-lite0-57934424.pth", "lite0", normalizations.EDGE_NORMALIZATION),
+        ("hf-hub:timm/tf_efficientnet_es.in1k", "edgetpu-s", normalizations.EDGE_NORMALIZATION),
+        ("efficientnetb0.h5", "b0", normalizations.IMAGENET_NORMALIZATION),
     ],
 )
 def test_each_source_names_the_normalisation_its_weights_expect(weights, variant, expected):
@@ -164,16 +164,16 @@ def test_the_converter_writes_the_normalisation_of_the_weights_or_the_one_asked_
     advprop_file = save_safetensors(state_dict, tmp_path / "adv-efficientnet-b0-b64d5a18.safetensors")
     standard_file = save_safetensors(state_dict, tmp_path / "efficientnet-b0-355c32eb.safetensors")
     runs = [
-        ([advprop_file, "b0", str(tmp_path / "a")], scaling.SIGNED_UNIT_NORMALIZATION, "signed_unit"),
-        ([standard_file, "b0", str(tmp_path / "b")], scaling.IMAGENET_NORMALIZATION, "imagenet"),
+        ([advprop_file, "b0", str(tmp_path / "a")], normalizations.SIGNED_UNIT_NORMALIZATION, "signed_unit"),
+        ([standard_file, "b0", str(tmp_path / "b")], normalizations.IMAGENET_NORMALIZATION, "imagenet"),
         (
             [standard_file, "b0", str(tmp_path / "c"), "--advprop"],
-            scaling.SIGNED_UNIT_NORMALIZATION,
+            normalizations.SIGNED_UNIT_NORMALIZATION,
             "signed_unit",
         ),
         (
             [advprop_file, "b0", str(tmp_path / "d"), "--normalization=edge"],
-            scaling.EDGE_NORMALIZATION,
+            normalizations.EDGE_NORMALIZATION,
             "edge",
         ),
     ]
@@ -294,7 +294,7 @@ def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(
     path = lite0_file.get_model_file_path()
     pretrained.main([path, "lite0", str(tmp_path / "lite0")])
     classifier = prediction.load_classifier(str(tmp_path / "lite0"))
-    assert classifier.record.input_normalization == scaling.EDGE_NORMALIZATION
+    assert classifier.record.input_normalization == normalizations.EDGE_NORMALIZATION
     photographs = load_sample_images().filenames
     images = np.stack([classifier.input_of(photograph) for photograph in photographs])
 
