@@ -8,6 +8,8 @@ wrong type fails before anything compiles.
 import ml_collections
 from ml_collections import config_dict
 
+from efficientnet_jax import optim
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -99,10 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.warmup_epochs = 5.0
     config.lr_decay_factor = 0.97
     config.lr_decay_epochs = 2.4
-    config.rmsprop_decay = 0.9
-    config.rmsprop_momentum = 0.9
-    config.rmsprop_epsilon = 1e-3
-    config.rmsprop_initial_scale = 1.0  # TF1 initialises the mean-square slot to 1, not 0
+    config.update(optim.REFERENCE_RMSPROP)  # rmsprop_decay, _momentum, _epsilon, _initial_scale
     config.weight_decay = 1e-5  # L2 added to the loss, batch-norm variables excluded
     config.label_smoothing = 0.1
     config.ema_decay = 0.9999

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ml_collections
 from absl import logging
 
+from efficientnet_jax import errors
 from efficientnet_jax.model import create_model
 from efficientnet_jax.normalizations import NAMED_NORMALIZATIONS, InputNormalization, describe_normalization
 from efficientnet_jax.scaling import (
@@ -19,7 +20,7 @@ from efficientnet_jax.scaling import (
 
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
 

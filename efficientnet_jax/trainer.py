@@ -29,7 +29,7 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from efficientnet_jax import (
-    checkpointing, configuration, finetuning, input_pipeline, optim, progressive, scaling, steps,
+    checkpointing, configuration, errors, finetuning, input_pipeline, optim, progressive, scaling, steps,
 )
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.model import EfficientNet
@@ -84,7 +84,7 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(errors.UserError, FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
 

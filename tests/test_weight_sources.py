@@ -19,7 +19,7 @@ import pytest
 
 from efficientnet_jax import checkpointing, normalizations, pretrained
 from efficientnet_jax.model import model_spec
-from efficientnet_jax.pretrained import WeightImportError
+from efficientnet_jax.pretrained import WeightImportError, command
 from tests.test_entry_points import REPO, assert_one_line_error
 from tests.test_pretrained import (
     TOLERANCE,
@@ -159,7 +159,7 @@ def test_the_converter_writes_the_normalisation_of_the_weights_or_the_one_asked_
         written.append((variant, normalization))
         return out_dir
 
-    monkeypatch.setattr(pretrained, "write_checkpoint", record)
+    monkeypatch.setattr(command, "write_checkpoint", record)  # what the command calls
     state_dict = source_state_dict("b0", pretrained.EFFICIENTNET_PYTORCH)
     advprop_file = save_safetensors(state_dict, tmp_path / "adv-efficientnet-b0-b64d5a18.safetensors")
     standard_file = save_safetensors(state_dict, tmp_path / "efficientnet-b0-355c32eb.safetensors")
