@@ -155,14 +155,16 @@ def _name(variant: str | scaling.ModelSpec) -> str:
 def release(variant: str | scaling.ModelSpec, training: str = IN1K) -> WeightRelease:
     """The first release (not AdvProp's) of `variant`'s family trained on `training`; for a family never
     released so (B0..B8, Lite and EdgeTPU were trained on ImageNet only), its ImageNet release, which is
-    what the official code trained it with whatever a file's name says. Raises ValueError for a
-    variant of a family with no published weights."""
+    what the official code trained it with whatever a file's name says; for V2-XL, released only from
+    ImageNet-21k, its ImageNet-21k release. Raises ValueError for a family with no published weights."""
     family = scaling.variant_coefficients(_name(variant)).baseline
     releases = [entry for entry in RELEASES if family in entry.families and not entry.advprop]
     for wanted in (training, IN1K):
         for entry in releases:
             if entry.training == wanted:
                 return entry
+    if releases:
+        return releases[0]
     raise ValueError(f"No weights of {_name(variant)}'s family ({family}) were published.")
 
 
