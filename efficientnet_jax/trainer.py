@@ -227,10 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
 
         def run_eval(step: int) -> dict[str, float]:
             results = {}
-            for weights, variables in (
-                ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
-                ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
-            ):
+            for weights, (params, batch_stats) in checkpointing.WEIGHT_FIELDS.items():  # the names eval.py uses
+                variables = {"params": getattr(state, params), "batch_stats": getattr(state, batch_stats)}
                 batches, _ = input_pipeline.create_eval_iterator(config)
                 start = time.perf_counter()
                 metrics = steps.evaluate(p_eval_step, variables, batches)
