@@ -82,8 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Where the random flip and config.augment run. True: inside the train step, on the accelerators
     # (device_augment.py), per example from (seed, host, step, example index), so the host only decodes,
     # crops and resizes. False: on the host in tf.data (augment.py, the reference the device version is
-    # tested against). True on the CPU too: there the batched JAX ops cost 0.65 ms per 224-pixel image
-    # (RandAugment 2 layers, magnitude 10, batch 32) against 7.6 ms per core on the host (BENCHMARKS.md).
+    # tested against). True on the CPU too, where the batched JAX ops cost less per image than the host's
+    # (BENCHMARKS.md, "Augmentation on the device").
     config.augment_on_device = True
     config.skip_corrupt_images = True  # undecodable train images: skip and count (False: raise)
     # (pixels - mean) / std of the network's inputs. None follows the weights: the normalisation saved
