@@ -22,7 +22,7 @@ from efficientnet_jax import checkpointing, evaluation, finetuning, normalizatio
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.checkpoint_damage import DAMAGES, damage_array_files
-from tests.test_pretrained import import_keras
+from tests.weight_helpers import import_keras
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

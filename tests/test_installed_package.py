@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from efficientnet_jax import pretrained
-from tests.test_weight_sources import save_safetensors, source_state_dict
+from tests.weight_helpers import save_safetensors, source_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_SCRIPTS = ("train.py", "eval.py", "predict.py", "sweep.py", "report.py", "convert_weights.py")

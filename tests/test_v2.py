@@ -5,7 +5,7 @@ features, configs and scaling baselines, and weight import against random-weight
 `EfficientNetV2B0` in CI (`-m slow`: the names and shapes of B1..L), timm's `tf_efficientnetv2_b0`
 and `_s` on logits and every other variant on names and shapes under `peer_timm`.
 
-The peers are calibrated as in tests/test_pretrained.py: random BN scales, offsets and biases, then
+The peers are calibrated as in tests/weight_helpers.py: random BN scales, offsets and biases, then
 one training-mode pass with momentum 0 (Keras) or 1 (torch) sets every moving mean and variance to
 the statistics of its actual input, so 1e-4 on the logits bounds a well-conditioned network in which
 a mis-mapped statistic shows.
@@ -24,7 +24,7 @@ from configs import default, imagenet
 from configs.scaling import compound
 from efficientnet_jax import accounting, configuration, experiments, layers, normalizations, pretrained, scaling, summary
 from efficientnet_jax.pretrained import WeightImportError
-from tests.test_pretrained import (
+from tests.weight_helpers import (
     TOLERANCE,
     import_keras,
     max_difference,

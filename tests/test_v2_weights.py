@@ -8,7 +8,7 @@ image, and the converter end to end on state dicts in timm's naming built from o
 them from a Hugging Face cache laid out here, offline). Under `peer_timm`: timm's
 `tf_efficientnetv2_b0` with random weights (1,000 and 21,843 classes) and Keras's `EfficientNetV2B0`,
 converted by the command with `--source=auto`, classify as the peers do within 1e-4 (the tolerance of
-tests/test_pretrained.py, whose calibration this file reuses), inputs normalised as the checkpoint
+tests/weight_helpers.py's calibration), inputs normalised as the checkpoint
 says; and the normalisation of every timm V2 tag against timm's own configs.
 """
 
@@ -23,8 +23,16 @@ from configs import imagenet
 from efficientnet_jax import checkpointing, input_pipeline, normalizations, prediction, pretrained, scaling
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
-from tests.test_pretrained import TOLERANCE, assert_same_variables, calibrate_torch_model, max_difference
-from tests.test_weight_sources import HUB_REVISION, hub_cache, save_safetensors, torch_layout_of
+from tests.weight_helpers import (
+    HUB_REVISION,
+    TOLERANCE,
+    assert_same_variables,
+    calibrate_torch_model,
+    hub_cache,
+    max_difference,
+    save_safetensors,
+    torch_layout_of,
+)
 
 IMAGENET, EDGE = normalizations.IMAGENET_NORMALIZATION, normalizations.EDGE_NORMALIZATION
 V2, SIGNED_UNIT = normalizations.EFFICIENTNETV2_NORMALIZATION, normalizations.SIGNED_UNIT_NORMALIZATION
