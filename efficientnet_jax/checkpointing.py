@@ -537,7 +537,9 @@ def write_weights(variables: Any, record: ModelRecord, workdir: str, tx: Any) ->
         ema_params=variables["params"],
         ema_batch_stats=variables["batch_stats"],
     )
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINTS_DIRECTORY), max_to_keep=1, asynchronous=False)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, CHECKPOINTS_DIRECTORY), max_to_keep=1, asynchronous=False
+    )
     checkpointer.save(0, state, record)
     checkpointer.close()
     return os.path.join(checkpointer.directory, "0")

@@ -20,7 +20,8 @@ class InputNormalization:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_NORMALIZATION = InputNormalization(
-    mean=tuple(channel * 255 for channel in IMAGENET_MEAN), std=tuple(channel * 255 for channel in IMAGENET_STD)
+    mean=tuple(channel * 255 for channel in IMAGENET_MEAN),
+    std=tuple(channel * 255 for channel in IMAGENET_STD),
 )
 # The Lite and EdgeTPU builders' MEAN_RGB and STDDEV_RGB: inputs in about [-1, 1] suit
 # post-training quantisation.

@@ -66,7 +66,8 @@ RELEASES = (
     ),
     WeightRelease(
         "official, AutoAugment",
-        "timm `tf_efficientnet_bN.aa_in1k`; efficientnet_pytorch `efficientnet-bN-*.pth`; Keras `EfficientNetBN` (`.h5`)",
+        "timm `tf_efficientnet_bN.aa_in1k`; efficientnet_pytorch `efficientnet-bN-*.pth`; "
+        "Keras `EfficientNetBN` (`.h5`)",
         _b(77.1, 79.1, 80.1, 81.6, 82.9, 83.6, 84.0, 84.3),
         "imagenet",
         "efficientnet",
@@ -124,7 +125,7 @@ RELEASES = (
     WeightRelease(
         "EfficientNetV2, ImageNet-21k (21,843 classes)",
         "timm `tf_efficientnetv2_s.in21k`, `_m`, `_l`, `_xl`, `_b3`",
-        dict.fromkeys(("efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l", "efficientnetv2-xl", "efficientnetv2-b3")),
+        dict.fromkeys(f"efficientnetv2-{size}" for size in ("s", "m", "l", "xl", "b3")),
         "efficientnetv2",
         "efficientnetv2",
         training=IN21K,
@@ -196,9 +197,11 @@ def markdown_table() -> str:
     ]
     for entry in RELEASES:
         variants = ", ".join(
-            _short(variant) if top1 is None else f"{_short(variant)} ({top1})" for variant, top1 in entry.top1.items()
+            _short(variant) if top1 is None else f"{_short(variant)} ({top1})"
+            for variant, top1 in entry.top1.items()
         )
         lines.append(
-            f"| {entry.title} | {entry.sources} | {variants} | `{entry.normalization}` | `{entry.eval_preprocessing}` |"
+            f"| {entry.title} | {entry.sources} | {variants} | `{entry.normalization}` "
+            f"| `{entry.eval_preprocessing}` |"
         )
     return "\n".join(lines) + "\n"

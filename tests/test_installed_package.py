@@ -51,27 +51,63 @@ def entry_script_imports() -> list[tuple[str, str]]:
 
 def run(command: list[str], cwd: str) -> str:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert completed.returncode == 0, f"{' '.join(command)}:\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
+    completed = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert completed.returncode == 0, (
+        f"{' '.join(command)}:\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
+    )
     return completed.stdout
 
 
 def test_the_installed_package_runs_from_another_directory(tmp_path):
     source, wheels, venv, elsewhere = (tmp_path / name for name in ("source", "wheels", "venv", "elsewhere"))
     elsewhere.mkdir()
-    shutil.copytree(os.path.join(REPO, "efficientnet_jax"), source / "efficientnet_jax",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.join(REPO, "efficientnet_jax"),
+        source / "efficientnet_jax",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copy(os.path.join(REPO, "pyproject.toml"), source)
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--wheel-dir", str(wheels), str(source)], str(tmp_path))
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(wheels),
+            str(source),
+        ],
+        str(tmp_path),
+    )
     (wheel,) = wheels.iterdir()
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], str(tmp_path))
     python = str(venv / "bin" / "python")
-    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], str(elsewhere)).strip()
+    purelib = run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], str(elsewhere)
+    ).strip()
     with open(os.path.join(purelib, "test_environment.pth"), "w") as f:
         f.write("\n".join(site.getsitepackages()) + "\n")  # after the venv's own site-packages
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index",
-         str(wheel)], str(tmp_path))
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        str(tmp_path),
+    )
 
     weights = save_safetensors(source_state_dict("lite0", pretrained.TIMM), tmp_path / "lite0.safetensors")
     out = run([python, "-c", CHECK, json.dumps(entry_script_imports()), weights, "converted"], str(elsewhere))
@@ -79,8 +115,14 @@ def test_the_installed_package_runs_from_another_directory(tmp_path):
     assert "from timm weights" in converted and "inputs normalised as edge" in converted, out
     result = json.loads(checked)
 
-    assert result["package"].startswith(purelib + os.sep), result["package"]  # the installed copy, not the checkout
-    assert {"efficientnet_jax.pretrained.command", "efficientnet_jax.datasets.image_folder"} <= set(result["modules"])
+    assert result["package"].startswith(purelib + os.sep), result[
+        "package"
+    ]  # the installed copy, not the checkout
+    assert {"efficientnet_jax.pretrained.command", "efficientnet_jax.datasets.image_folder"} <= set(
+        result["modules"]
+    )
     assert result["missing"] == []
     assert result["record"] == ["efficientnet-lite0", "efficientnet"]
-    assert os.path.isfile(os.path.join(os.path.dirname(result["package"]), "data", "imagenet_class_names.txt"))
+    assert os.path.isfile(
+        os.path.join(os.path.dirname(result["package"]), "data", "imagenet_class_names.txt")
+    )

@@ -37,8 +37,6 @@ def test_each_source_names_the_normalisation_its_weights_expect(weights, variant
     assert pretrained.weights_normalization(variant, pretrained.is_advprop(weights)) == expected
 
 
-
-
 def convert(*argv, cache):
     """The converter as a user runs it, offline, with `cache` as huggingface_hub's cache."""
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")

@@ -173,6 +173,7 @@ def save_safetensors(state_dict: dict[str, np.ndarray], path) -> str:
     save_file(state_dict, str(path))
     return str(path)
 
+
 HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 

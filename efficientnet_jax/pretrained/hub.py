@@ -15,7 +15,13 @@ from efficientnet_jax import scaling
 from efficientnet_jax.model import model_spec
 from efficientnet_jax.normalizations import InputNormalization
 from efficientnet_jax.pretrained.keras_files import _import_keras_tensors, read_keras
-from efficientnet_jax.pretrained.mapping import PathLike, Variables, WeightImportError, classifier_classes, import_tensors
+from efficientnet_jax.pretrained.mapping import (
+    PathLike,
+    Variables,
+    WeightImportError,
+    classifier_classes,
+    import_tensors,
+)
 from efficientnet_jax.pretrained.state_dicts import TORCH_SOURCES, _checked_torch_naming, read_state_dict
 from efficientnet_jax.provenance import (
     IMAGENET_21K_CLASSES,
@@ -36,7 +42,7 @@ _ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
 
 
 def hub_tag(name: str) -> str:
-    """The weight tag of a hub name: 'ap_in1k' for 'hf-hub:timm/tf_efficientnet_b0.ap_in1k', '' without one."""
+    """The weight tag of a hub name ('ap_in1k' for 'hf-hub:timm/tf_efficientnet_b0.ap_in1k'), '' without one."""
     return name.rsplit("/", 1)[-1].partition(".")[2]
 
 

@@ -34,6 +34,7 @@ from efficientnet_jax.pretrained.mapping import (
     WeightImportError,
     _transpose,
     import_tensors,
+    keys_by_name,
 )
 
 _KERAS_TOP = {
@@ -71,11 +72,9 @@ def _keras_variable_name(kind: str, leaf: str) -> str:
 
 def keras_named_keys(layers: Sequence[Layer]) -> Expected:
     """'layer/variable' keys of legacy `.h5` files and in-memory models, e.g. 'block2a_bn/gamma'."""
-    return {
-        f"{_keras_layer_name(layer)}/{_keras_variable_name(layer.kind, leaf)}": (layer, collection, leaf)
-        for layer in layers
-        for collection, leaf in LEAVES[layer.kind]
-    }
+    return keys_by_name(
+        layers, lambda layer, leaf: f"{_keras_layer_name(layer)}/{_keras_variable_name(layer.kind, leaf)}"
+    )
 
 
 def keras_positional_keys(layers: Sequence[Layer]) -> Expected:

@@ -31,6 +31,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 class WeightImportError(errors.UserError, ValueError):
     """The source does not fit the requested variant, or cannot be read; the message names the tensors."""
 
+
 # --- Our side: the weighted layers of a variant, in network order --------------------------------
 
 # The leaves of each kind of layer as (collection, name), in the order Keras stores their variables.
@@ -130,6 +131,14 @@ def target_shapes(variant: str | scaling.ModelSpec) -> Mapping[tuple[str, ...], 
 
 # Source key -> (our layer, collection, leaf).
 Expected = dict[str, tuple[Layer, str, str]]
+
+
+def keys_by_name(layers: Sequence[Layer], key: Callable[[Layer, str], str]) -> Expected:
+    """The source keys of every leaf of `layers`, where a source names a leaf `key(layer, leaf)`."""
+    return {
+        key(layer, leaf): (layer, collection, leaf) for layer in layers for collection, leaf in LEAVES[layer.kind]
+    }
+
 
 def _transpose(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """Leaves arrays of the wrong rank alone, so that the shape check reports them."""

@@ -16,7 +16,6 @@ import numpy as np
 
 from efficientnet_jax import scaling
 from efficientnet_jax.pretrained.mapping import (
-    LEAVES,
     Expected,
     Layer,
     PathLike,
@@ -25,6 +24,7 @@ from efficientnet_jax.pretrained.mapping import (
     WeightImportError,
     _transpose,
     import_tensors,
+    keys_by_name,
     network_layers,
 )
 
@@ -93,6 +93,7 @@ _EFFICIENTNET_PYTORCH_BLOCK = {
     "project_bn": "_bn2",
 }
 
+
 def _timm_layer_name(layer: Layer) -> str:
     if layer.block is None:
         return _TIMM_TOP[layer.role]
@@ -116,21 +117,14 @@ def _efficientnet_pytorch_layer_name(layer: Layer) -> str:
 
 def timm_keys(layers: Sequence[Layer]) -> Expected:
     """State-dict keys, e.g. 'blocks.1.0.conv_pw.weight'."""
-    return {
-        f"{_timm_layer_name(layer)}.{_TORCH_LEAF[leaf]}": (layer, collection, leaf)
-        for layer in layers
-        for collection, leaf in LEAVES[layer.kind]
-    }
+    return keys_by_name(layers, lambda layer, leaf: f"{_timm_layer_name(layer)}.{_TORCH_LEAF[leaf]}")
 
 
 def efficientnet_pytorch_keys(layers: Sequence[Layer]) -> Expected:
     """State-dict keys, e.g. '_blocks.1._expand_conv.weight'."""
-    return {
-        f"{_efficientnet_pytorch_layer_name(layer)}.{_TORCH_LEAF[leaf]}": (layer, collection, leaf)
-        for layer in layers
-        for collection, leaf in LEAVES[layer.kind]
-    }
-
+    return keys_by_name(
+        layers, lambda layer, leaf: f"{_efficientnet_pytorch_layer_name(layer)}.{_TORCH_LEAF[leaf]}"
+    )
 
 
 def timm_layout(kind: str, leaf: str, array: np.ndarray) -> np.ndarray:
