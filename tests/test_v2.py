@@ -26,6 +26,7 @@ from efficientnet_jax import accounting, configuration, experiments, layers, nor
 from efficientnet_jax.pretrained import WeightImportError
 from tests.weight_helpers import (
     TOLERANCE,
+    calibrate_torch_model,
     import_keras,
     max_difference,
     normalise,
@@ -375,17 +376,7 @@ def calibrated_timm_model(variant: str, pixels: np.ndarray):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model(timm_name(variant), pretrained=False)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.2)
-                module.momentum = 1.0
-            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
-                module.bias.normal_(0, 0.2)
-        model.train()
-        model(torch.from_numpy(normalise(pixels, variant).transpose(0, 3, 1, 2)))
-    return model.eval()
+    return calibrate_torch_model(model, torch.from_numpy(normalise(pixels, variant).transpose(0, 3, 1, 2)))
 
 
 @pytest.mark.peer_timm
