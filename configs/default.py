@@ -8,6 +8,8 @@ wrong type fails before anything compiles.
 import ml_collections
 from ml_collections import config_dict
 
+from efficientnet_jax import optim
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -80,8 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Where the random flip and config.augment run. True: inside the train step, on the accelerators
     # (device_augment.py), per example from (seed, host, step, example index), so the host only decodes,
     # crops and resizes. False: on the host in tf.data (augment.py, the reference the device version is
-    # tested against). True on the CPU too: there the batched JAX ops cost 0.65 ms per 224-pixel image
-    # (RandAugment 2 layers, magnitude 10, batch 32) against 7.6 ms per core on the host (BENCHMARKS.md).
+    # tested against). True on the CPU too, where the batched JAX ops cost less per image than the host's
+    # (BENCHMARKS.md, "Augmentation on the device").
     config.augment_on_device = True
     config.skip_corrupt_images = True  # undecodable train images: skip and count (False: raise)
     # (pixels - mean) / std of the network's inputs. None follows the weights: the normalisation saved
@@ -99,10 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.warmup_epochs = 5.0
     config.lr_decay_factor = 0.97
     config.lr_decay_epochs = 2.4
-    config.rmsprop_decay = 0.9
-    config.rmsprop_momentum = 0.9
-    config.rmsprop_epsilon = 1e-3
-    config.rmsprop_initial_scale = 1.0  # TF1 initialises the mean-square slot to 1, not 0
+    config.update(optim.REFERENCE_RMSPROP)  # rmsprop_decay, _momentum, _epsilon, _initial_scale
     config.weight_decay = 1e-5  # L2 added to the loss, batch-norm variables excluded
     config.label_smoothing = 0.1
     config.ema_decay = 0.9999

@@ -6,7 +6,7 @@
 
 The quick start's network and recipe (configs/quickstart.py) with the transfer settings of
 configs/finetune_base.py, a short schedule, and batch norm frozen at the pretrained statistics
-(measured in the README: 82.2% EMA top-1 with it, 64.4% without). The argument is the folder
+(which helps: BENCHMARKS.md, "Quick-start ablations"). The argument is the folder
 written by the first command (`--config=configs/finetune_digits.py:/other/dir`).
 """
 

@@ -18,7 +18,7 @@ magnitudes 5, 6.7, 8.3, 10). `--config.progressive.num_stages=0` trains at the f
 import ml_collections
 
 from configs import default
-from efficientnet_jax import pretrained, scaling
+from efficientnet_jax import provenance, scaling
 
 # The official code's RandAugment magnitude: 10 by default, larger for the biggest variants, whose
 # higher resolution and capacity want stronger regularisation.
@@ -60,6 +60,6 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
         # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
-    # The eval crop and resize of the official code (V2-S..XL: the whole image from 320 pixels up, bilinear).
-    config.eval_preprocessing = pretrained.official_eval_preprocessing(spec.name)
+    # The eval crop and resize with which the official code evaluated the variant's ImageNet weights.
+    config.eval_preprocessing = provenance.official_eval_preprocessing(spec.name)
     return config

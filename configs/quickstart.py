@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_crop_padding = 0  # the digit fills the frame
     # RandAugment's translation and cutout half-size at magnitude 10, in pixels of this 32-pixel frame
     # that the digit fills (the reference's 100 and 40 are ImageNet's). Their 32/224 share, 14 and 6,
-    # still pushes digits out of the frame: seed 0, two layers, 40 epochs, 45.3% EMA top-1 against 77.5%.
+    # still pushes digits out of the frame (BENCHMARKS.md, "Quick-start ablations").
     config.randaugment_translate_const = 4
     config.randaugment_cutout_const = 4
     config.shuffle_buffer_size = 2048

@@ -26,9 +26,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import progressive
+from efficientnet_jax import errors, progressive, steps
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec, StageSpec
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION, InputNormalization
+from efficientnet_jax.scaling import ModelSpec, StageSpec
 
 CHECKPOINTS_DIRECTORY = "checkpoints"  # under a workdir, as train_and_evaluate writes them
 DAMAGED_CHECKPOINTS_DIRECTORY = "damaged_checkpoints"  # beside it: unreadable steps moved aside on resume
@@ -46,7 +47,7 @@ REFERENCE_EVAL_PREPROCESSING = "efficientnet"
 T = TypeVar("T")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
     """A checkpoint that cannot be used: corrupt, truncated, or of another model."""
 
 
@@ -520,3 +521,25 @@ class Checkpointer:
             "Checkpoint of step %d is damaged (%s); moved it to %s and resuming from step %d.",
             step, _first_line(error.__cause__ or error), destination, resume_step,
         )
+
+
+def write_weights(variables: Any, record: ModelRecord, workdir: str, tx: Any) -> str:
+    """Saves `variables` ({"params", "batch_stats"}, e.g. converted published weights) as the step-0
+    checkpoint of a job in `workdir` (`<workdir>/checkpoints/0/{state,model}`) and returns that step
+    directory. Its TrainState holds them both as the raw and as the EMA variables, so `--weights=ema`
+    and `--weights=raw` agree, and the fresh state of `tx` (an optax GradientTransformation), so the
+    tree has the structure of a job training with `tx`; `record` says what the weights are."""
+    state = steps.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+        ema_params=variables["params"],
+        ema_batch_stats=variables["batch_stats"],
+    )
+    checkpointer = Checkpointer(
+        os.path.join(workdir, CHECKPOINTS_DIRECTORY), max_to_keep=1, asynchronous=False
+    )
+    checkpointer.save(0, state, record)
+    checkpointer.close()
+    return os.path.join(checkpointer.directory, "0")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import ml_collections
 from absl import logging
 
+from efficientnet_jax import errors
 from efficientnet_jax.model import create_model
+from efficientnet_jax.normalizations import NAMED_NORMALIZATIONS, InputNormalization, describe_normalization
 from efficientnet_jax.scaling import (
-    NAMED_NORMALIZATIONS,
-    InputNormalization,
     ModelSpec,
     baseline_fields,
-    describe_normalization,
     get_baseline,
     stages_from_block_strings,
     variant_coefficients,
@@ -21,7 +20,7 @@ from efficientnet_jax.scaling import (
 
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
 
@@ -76,9 +75,9 @@ def train_image_size(config: ml_collections.ConfigDict) -> int:
 
 
 def parse_input_normalization(value: str) -> InputNormalization:
-    """A name of `scaling.NAMED_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one
+    """A name of `normalizations.NAMED_NORMALIZATIONS`, or explicit values `mean=R,G,B std=R,G,B` (one
     value each stands for all three channels) of pixels in [0, 255]: the spelling
-    `scaling.describe_normalization` writes, so a normalisation printed by a job can be pasted back
+    `normalizations.describe_normalization` writes, so a normalisation printed by a job can be pasted back
     into a config."""
     if value in NAMED_NORMALIZATIONS:
         return NAMED_NORMALIZATIONS[value]

@@ -26,6 +26,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from efficientnet_jax import errors
+
 PACKAGE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(PACKAGE_DIRECTORY)  # where the entry scripts are
 # Library lines that belong on the console: orbax's is the only line that says a checkpoint was written.
@@ -96,21 +98,9 @@ def _shown_on_console(record: python_logging.LogRecord) -> bool:
     )
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Imported when an error is raised, not at the top: input_pipeline imports TensorFlow, which
-    this module must import first (quietly), and sweep.py needs none of these modules. The weight
-    converter names its own WeightImportError (pretrained.py imports this module)."""
-    from efficientnet_jax import checkpointing, configuration, experiments, input_pipeline, trainer
-
-    return (
-        app.UsageError,
-        flags.Error,
-        checkpointing.CheckpointError,
-        configuration.ConfigError,
-        experiments.SweepError,
-        input_pipeline.DatasetConfigError,
-        trainer.NonFiniteError,
-    )
+# A bad flag, or an error whose message names the problem and the fix (a bad config, dataset,
+# checkpoint, sweep or weights file: errors.UserError).
+USER_ERRORS = (app.UsageError, flags.Error, errors.UserError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -126,13 +116,13 @@ def _one_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def user_errors_as_one_line(program: str, *more_errors: type[Exception]) -> Iterator[None]:
-    """A user error (`_user_errors()`, or one of `more_errors`) raised inside ends the program with
+    """A user error (`USER_ERRORS`, or one of `more_errors`) raised inside ends the program with
     `<program>: <reason>` as the last line on stderr and exit status 1, no traceback (with --debug:
     the traceback). Any other exception propagates: it is a bug, and its traceback is wanted."""
     try:
         yield
     except Exception as error:
-        if _debug_requested() or not isinstance(error, (*_user_errors(), *more_errors)):
+        if _debug_requested() or not isinstance(error, (*USER_ERRORS, *more_errors)):
             raise
         for handler in python_logging.getLogger().handlers:  # the log file, before the last line
             handler.flush()

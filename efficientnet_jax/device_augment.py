@@ -36,13 +36,10 @@ one warp, one table gather, one blend and a cutout mask, plus their inputs (a hi
 smoothing), instead of all 16 ops (five warps, six gathers, four blends) as a switch over the ops would.
 The alternative, `lax.map` over the examples, runs only the chosen branch, one example at a time.
 `augment_batch` takes either (`batching`); `benchmarks/device_augment.py` measures both. On the CPU
-(2 cores, B0's 224 pixels, batch 32) `map` is 20-30x faster: AutoAugment 22.5 ms per batch against
-510 ms, RandAugment (2, 10) 20.8 ms against 528 ms (BENCHMARKS.md): `vmap` pays for every family,
-and XLA:CPU runs their fused select slower than its parts (profiled once: one op slot on 32 random
-224-pixel images took 360 ms, its pieces about 90 ms timed one by one). On GPU and TPU the choice is not measured yet (no
-accelerator was lent): `auto` keeps `vmap` there, because a loop over the examples runs small kernels
-(and, on a GPU, a host round trip per conditional) one example at a time, while `vmap` works on the
-whole batch at once.
+`map` is much faster (BENCHMARKS.md, "Augmentation on the device"): `vmap` pays for every family, and
+XLA:CPU runs their fused select slower than its parts. On GPU and TPU `auto` keeps `vmap`, because a
+loop over the examples runs small kernels (and, on a GPU, a host round trip per conditional) one
+example at a time, while `vmap` works on the whole batch at once.
 """
 
 from __future__ import annotations
@@ -265,8 +262,7 @@ def _warp(image: jax.Array, matrix: jax.Array) -> jax.Array:
     away from zero, pixels whose source falls outside the image filled. All five ops are affine, so
     the projective division is by 1 and left out. Float32 evaluation order and sin/cos may differ
     from TensorFlow's by an ulp, which moves a source coordinate across a .5 tie only where it lies
-    very close to one (the tests allow differences only within 1e-3 of a tie; on the CPU, measured, no
-    pixel differs at any argument the policies use).
+    very close to one (the tests allow differences only within 1e-3 of a tie).
     """
     height, width = image.shape[:2]
     y = jnp.arange(height, dtype=jnp.float32)[:, None]
@@ -517,8 +513,8 @@ def example_keys(key: jax.Array, step: jax.Array | int, example_indices: jax.Arr
 
 def resolve_batching(batching: str, augment: str | None) -> str:
     """`batching` ("auto", "vmap", "map") as `augment_batch` runs it on the default backend: "auto" is
-    "map" for a policy on the CPU, where it was measured 20-30x faster, else "vmap" (module docstring;
-    the flip alone has no switch for `vmap` to turn into a select, and was measured 2x faster with it)."""
+    "map" for a policy on the CPU, where it is faster, else "vmap" (module docstring; the flip alone has
+    no switch for `vmap` to turn into a select, and is faster with it: BENCHMARKS.md)."""
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
     if batching == "auto":

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from efficientnet_jax import checkpointing, configuration, input_pipeline, scaling, steps
+from efficientnet_jax import checkpointing, configuration, input_pipeline, steps
 from efficientnet_jax.checkpointing import (
     CHECKPOINTS_DIRECTORY,
     FINAL_METRICS_FILE,
@@ -38,7 +38,7 @@ from efficientnet_jax.checkpointing import (
 )
 from efficientnet_jax.configuration import model_spec_from_config
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import InputNormalization
+from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ class Evaluator:
             "weights": weights,
             "split": self.split,
             "checkpoint": location.step_directory,
-            "input_normalization": scaling.describe_normalization(normalization),
+            "input_normalization": describe_normalization(normalization),
             "images_per_second": metrics["num_examples"] / seconds,
         }
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from efficientnet_jax import scaling
+from efficientnet_jax import errors, scaling
 
 METHODS = ("grid_search", "compound", "single_dimension")
 METRICS = ("eval_ema_top1", "eval_raw_top1")  # what a sweep can be ranked by (train.py's final metrics)
@@ -34,7 +34,7 @@ _CONSTRAINT_SLACK = 1e-9
 _COEFFICIENT_DECIMALS = 10
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError, ValueError):
     """A sweep that cannot run; raised before any run starts, naming the field and the fix."""
 
 

@@ -24,7 +24,8 @@ import optax
 
 from efficientnet_jax import checkpointing, optim
 from efficientnet_jax.checkpointing import CheckpointError, complete_saved_spec, spec_to_json
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION, InputNormalization, ModelSpec
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION, InputNormalization
+from efficientnet_jax.scaling import ModelSpec
 
 # The ModelSpec fields that shape the backbone's variables (checkpointing.check_same_model's, less
 # num_classes, which only shapes the classifier).

@@ -43,7 +43,7 @@ import tensorflow_datasets as tfds
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
-from efficientnet_jax import augment, augment_policies, batch_mixing
+from efficientnet_jax import augment, augment_policies, batch_mixing, errors
 from efficientnet_jax.configuration import train_image_size
 from efficientnet_jax.datasets import image_folder
 
@@ -69,7 +69,7 @@ Batch = dict[str, np.ndarray]
 CropBox = tf.Tensor
 
 
-class DatasetConfigError(ValueError):
+class DatasetConfigError(errors.UserError, ValueError):
     """A config value that the input pipeline cannot use; says how to fix it."""
 
 

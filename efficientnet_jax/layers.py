@@ -53,7 +53,7 @@ def tf_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]
 
 def resolve_depthwise_implementation(implementation: str) -> str:
     """'auto' picks per backend. On CPU, XLA's grouped convolution is an order of magnitude slower
-    than a sum of shifted per-channel multiplies (measured, see BENCHMARKS.md); accelerators have
+    than a sum of shifted per-channel multiplies (BENCHMARKS.md); accelerators have
     dedicated depthwise kernels."""
     if implementation not in DEPTHWISE_IMPLEMENTATIONS:
         raise ValueError(
@@ -98,7 +98,7 @@ def depthwise_kernel_gradient(
     element once and keeps kh*kw accumulators, instead of one pass over both arrays per tap (as
     autodiff of the shifted sum, or a sum per tap, gives). It reduces over H and W per example and
     then over the batch, which leaves the batch dimension for XLA:CPU to split across threads.
-    Measured 2-15x faster than a reduction per tap on this project's CPU (BENCHMARKS.md).
+    Faster than a reduction per tap on this project's CPU (BENCHMARKS.md, "What made it fast").
     """
     kh, kw, _, _ = kernel_shape
     _, height, width, _ = x.shape

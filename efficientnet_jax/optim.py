@@ -11,6 +11,11 @@ import optax
 
 BATCH_NORM_SUFFIX = "_bn"  # every BatchNorm module of the model is named '*_bn'
 CLASSIFIER = "classifier"  # the model's final dense layer; every other parameter is the backbone
+# The reference's RMSProp (TF1's): what configs/default.py trains with, and the optimizer whose fresh
+# state the weight converter writes. TF1 initialises the mean-square slot to 1, not 0.
+REFERENCE_RMSPROP = ml_collections.ConfigDict(
+    dict(rmsprop_decay=0.9, rmsprop_momentum=0.9, rmsprop_epsilon=1e-3, rmsprop_initial_scale=1.0)
+)
 
 
 def scaled_learning_rate(base_learning_rate: float, global_batch_size: int) -> float:

@@ -25,9 +25,10 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from efficientnet_jax import checkpointing, input_pipeline, scaling, steps
+from efficientnet_jax import checkpointing, input_pipeline, steps
 from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.normalizations import describe_normalization
 from efficientnet_jax.scaling import ModelSpec
 
 IMAGENET_CLASS_NAMES_FILE = os.path.join(
@@ -162,7 +163,7 @@ def predict(
         "step": classifier.location.step,
         "weights": weights,
         "model": classifier.spec.name,
-        "input_normalization": scaling.describe_normalization(
+        "input_normalization": describe_normalization(
             classifier.record.input_normalization
         ),
         "predictions": predictions,

@@ -15,6 +15,13 @@ import math
 import re
 from typing import Optional, Sequence
 
+from efficientnet_jax.normalizations import (
+    EDGE_NORMALIZATION,
+    EFFICIENTNETV2_NORMALIZATION,
+    IMAGENET_NORMALIZATION,
+    InputNormalization,
+)
+
 # The official block strings of EfficientNet-B0 (efficientnet_builder.py). r: repeats, k: kernel,
 # s: stride (both axes), e: expand ratio, i/o: input/output filters before width scaling, se: SE ratio;
 # c1: a Fused-MBConv block (c0, the default: MBConv), noskip: no identity residual.
@@ -346,54 +353,12 @@ def stages_from_block_strings(block_strings: Sequence[str]) -> tuple[StageSpec, 
 
 
 @dataclasses.dataclass(frozen=True)
-class InputNormalization:
-    """`(pixels - mean) / std` per RGB channel, pixels in [0, 255]: what a family's released
-    weights were trained on."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-IMAGENET_NORMALIZATION = InputNormalization(
-    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255)
-)
-# The Lite and EdgeTPU builders' MEAN_RGB and STDDEV_RGB: inputs in about [-1, 1] suit
-# post-training quantisation.
-EDGE_NORMALIZATION = InputNormalization(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
-# Pixels to [-1, 1]: what the AdvProp weights (timm `.ap_in1k`, efficientnet_pytorch `advprop=True`)
-# were trained on, and how timm's ports of EfficientNetV2-S/M/L/XL normalise (mean and std 0.5 of
-# [0, 1] pixels).
-SIGNED_UNIT_NORMALIZATION = InputNormalization(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
-# The official EfficientNetV2-S/M/L/XL (efficientnetv2/preprocessing.py: `(image - 128) / 128`, and
-# Keras's `EfficientNetV2S`..`L`: `Rescaling(1 / 128, offset=-1)`): [-1, 1) with 128 as zero. V2-B0..B3
-# were trained with EfficientNet's preprocessing ('effnetv1_autoaug'): ImageNet's mean and std.
-EFFICIENTNETV2_NORMALIZATION = InputNormalization(mean=(128.0, 128.0, 128.0), std=(128.0, 128.0, 128.0))
-# The names configs (`config.input_normalization`), the converter (`--normalization`) and the logs use.
-NAMED_NORMALIZATIONS = {
-    "imagenet": IMAGENET_NORMALIZATION,
-    "edge": EDGE_NORMALIZATION,
-    "signed_unit": SIGNED_UNIT_NORMALIZATION,
-    "efficientnetv2": EFFICIENTNETV2_NORMALIZATION,
-}
-
-
-def describe_normalization(normalization: InputNormalization) -> str:
-    """Its name in `NAMED_NORMALIZATIONS`, or its values as `mean=R,G,B std=R,G,B`, the spelling
-    `configuration.parse_input_normalization` reads, so a logged normalisation can be pasted back
-    into a config."""
-    for name, known in NAMED_NORMALIZATIONS.items():
-        if normalization == known:
-            return name
-    mean, std = (",".join(map(repr, values)) for values in (normalization.mean, normalization.std))
-    return f"mean={mean} std={std}"
-
-
-@dataclasses.dataclass(frozen=True)
 class Baseline:
     """An unscaled network: what compound scaling starts from. Its widths are scaled by
     `round_filters`, its repeats by `round_repeats`, like B0's, except what `fix_head_stem` keeps
-    (see `ModelSpec`). `normalization` records the inputs its released weights expect: the default of
-    `config.input_normalization` for a job that starts from no checkpoint.
+    (see `ModelSpec`). `normalization` is what its official training fed it (provenance.py has what
+    every published release of weights expects): the default of `config.input_normalization` for a
+    job that starts from no checkpoint.
     `batch_norm_momentum` is what its official training used; a variant takes it (`variant_spec`),
     a training config states its own (`config.model.batch_norm_momentum`, which
     `configs/imagenet.py` sets from the variant)."""

@@ -26,7 +26,7 @@ from jax import lax
 
 from efficientnet_jax import augment_policies, device_augment, optim
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import InputNormalization
+from efficientnet_jax.normalizations import InputNormalization
 
 AXIS_NAME = "batch"
 
@@ -91,8 +91,7 @@ def normalize(images: jax.Array, normalization: InputNormalization) -> jax.Array
     Looked up in `normalization_table` rather than computed: XLA rewrites a division by a per-channel
     value into a multiplication by its reciprocal (constant or not), which is one unit in the last
     place off the true quotient for about a quarter of the pixels, and a train step on those inputs
-    then differs from the step on the host-normalised ones by up to 4e-4 relative in some parameters
-    (measured on the tiny test model). The lookup gives the host's bits exactly (tests/test_train.py).
+    then differs from the step on the host-normalised ones in some parameters. The lookup gives the host's bits exactly (tests/test_train.py).
     Mixup/CutMix batches arrive as blended float32 pixels in [0, 255], which are not table entries:
     those are normalised arithmetically."""
     if images.dtype != jnp.uint8:

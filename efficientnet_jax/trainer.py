@@ -29,10 +29,11 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from efficientnet_jax import (
-    checkpointing, configuration, finetuning, input_pipeline, optim, progressive, scaling, steps,
+    checkpointing, configuration, errors, finetuning, input_pipeline, optim, progressive, scaling, steps,
 )
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 from efficientnet_jax.steps import AXIS_NAME, TrainState
 MULTIHOST_CHECK_EVERY_STEPS = 10
 
@@ -83,7 +84,7 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(errors.UserError, FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
 
@@ -123,7 +124,7 @@ def _start_stage(
     tx: Any,
     learning_rate_fn: Callable[[Any], Any],
     rng: jax.Array,
-    normalization: scaling.InputNormalization,
+    normalization: InputNormalization,
     step: int,
 ) -> tuple[Callable, Iterator]:
     """The pmapped train step and the device-prefetched train batches of `stage`, from `step` on: the
@@ -221,15 +222,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
             "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
             "normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            scaling.describe_normalization(normalization),
+            describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:
             results = {}
-            for weights, variables in (
-                ("raw", {"params": state.params, "batch_stats": state.batch_stats}),
-                ("ema", {"params": state.ema_params, "batch_stats": state.ema_batch_stats}),
-            ):
+            for weights, (params, batch_stats) in checkpointing.WEIGHT_FIELDS.items():  # the names eval.py uses
+                variables = {"params": getattr(state, params), "batch_stats": getattr(state, batch_stats)}
                 batches, _ = input_pipeline.create_eval_iterator(config)
                 start = time.perf_counter()
                 metrics = steps.evaluate(p_eval_step, variables, batches)

@@ -21,19 +21,19 @@ import gc
 import jax  # noqa: E402  (after the environment above, which JAX reads when first imported)
 import pytest
 
-# The longest modules, longest first (seconds on 2 cores, `pytest -n 2 --durations=60`). The suite
+# The longest modules, longest first (their times: BENCHMARKS.md, "Test-suite compilation"). The suite
 # runs `-n 2 --dist loadfile --no-loadscope-reorder` (pyproject.toml): xdist hands whole modules to
 # its two workers in collection order, so the long ones start first and the short ones fill in the
 # gaps, instead of a long module starting last while the other worker idles.
 LONGEST_MODULES = (
-    "test_multihost.py",  # 260
-    "test_recovery.py",  # 230
-    "test_train.py",  # 230
-    "test_quickstart.py",  # 210
-    "test_finetune.py",  # 190
-    "test_benchmarks.py",  # 90
-    "test_eval.py",  # 90
-    "test_progressive.py",  # 55
+    "test_multihost.py",
+    "test_recovery.py",
+    "test_train.py",
+    "test_quickstart.py",
+    "test_finetune.py",
+    "test_benchmarks.py",
+    "test_eval.py",
+    "test_progressive.py",
 )
 
 
@@ -46,11 +46,11 @@ def pytest_collection_modifyitems(items):
 
 
 # Every executable XLA compiles for the CPU stays mapped into the process while JAX's in-memory caches
-# hold it: a tiny training job adds about 3,700 memory mappings, and Linux allows 65,530 per process
-# (vm.max_map_count). An xdist worker that ran about 17 in-process jobs segfaulted loading the next
-# executable (seen 2026-12-01, in `compilation_cache.get_executable_and_time`). Clearing JAX's caches
-# unmaps them (measured: 6,990 back to 1,910 after one job); the persistent cache above serves the
-# next compilation of the same program.
+# hold it: each tiny training job adds thousands of memory mappings, and Linux allows 65,530 per
+# process (vm.max_map_count), so an xdist worker that ran many in-process jobs segfaulted loading the
+# next executable (in `compilation_cache.get_executable_and_time`). Clearing JAX's caches unmaps them
+# (BENCHMARKS.md, "Test-suite compilation"); the persistent cache above serves the next compilation of
+# the same program.
 MAX_MEMORY_MAPPINGS = 20_000
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from configs import imagenet
 from efficientnet_jax import batch_mixing, configuration, input_pipeline, optim, steps
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION
 from tests.workers.tiny_config import tiny_config
 
 NUM_CLASSES = 10

@@ -112,8 +112,8 @@ def _stretch_tables(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_autocontrast_is_the_exact_stretch_within_one_level_of_host(photo):
     # Tolerance: the host one level lower exactly where PIL's float64 formula rounds below an exact
-    # integer (next test: 0.14% of all table entries). Measured on these photographs: up to 1.6% of
-    # the values, when an affected level is a common one.
+    # integer (next test: 0.14% of all table entries); on these photographs up to 1.6% of the values,
+    # when an affected level is a common one.
     for image in (photo, _low_contrast(photo)):
         exact, pil = _stretch_tables(image)
         channels = np.arange(3)
@@ -143,7 +143,7 @@ def test_autocontrast_table_differs_from_pil_float64_only_by_its_rounding():
 # Geometric ops: nearest neighbour in float32 on both sides, but XLA's and TensorFlow's float32 may
 # differ by an ulp (sin/cos, fused multiply-add), which moves a source coordinate across a rounding tie
 # only where it lies within 1e-3 of one. So: pixels away from ties (the numpy warp's tie mask) agree
-# exactly, and at most 1% of all pixels differ. Measured on the CPU: no pixel differs at any argument.
+# exactly, and at most 1% of all pixels differ (on the CPU none does, at any argument).
 def _source_of(name: str, argument: float):
     if name == "Rotate":
         t = math.radians(argument)

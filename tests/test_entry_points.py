@@ -88,6 +88,7 @@ def test_eval_of_a_damaged_checkpoint_is_one_line(trained, data_dir, tmp_path):
         (["report.py", "--workdir={tmp}"], "report.py", "No sweep in"),
         (["-m", "efficientnet_jax.pretrained", "{tmp}/b0.json", "b0", "{tmp}/out"], "python -m efficientnet_jax.pretrained",
          "is not a weights file"),
+        (["convert_weights.py", "{tmp}/b0.json", "b0", "{tmp}/out"], "convert_weights.py", "is not a weights file"),
         (["predict.py", "--checkpoint={tmp}/missing", "{tmp}/b0.json"], "predict.py", "missing does not exist"),
         (["predict.py", "--checkpoint={tmp}"], "predict.py", "Name at least one image file"),
         (["predict.py", "--checkpoint={tmp}", "--top_k=0", "{tmp}/b0.json"], "predict.py",

@@ -18,11 +18,11 @@ import jax
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, evaluation, finetuning, pretrained, scaling, trainer
+from efficientnet_jax import checkpointing, evaluation, finetuning, normalizations, pretrained, trainer
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.checkpoint_damage import DAMAGES, damage_array_files
-from tests.test_pretrained import import_keras
+from tests.weight_helpers import import_keras
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +140,7 @@ def test_evaluation_follows_the_normalisation_saved_with_the_weights(
     wins over the record, with a warning naming both."""
     location = checkpointing.locate_checkpoint(workdir)
     record = checkpointing.read_model_record(location.step_directory)
-    assert record.input_normalization == scaling.IMAGENET_NORMALIZATION
+    assert record.input_normalization == normalizations.IMAGENET_NORMALIZATION
     assert record.eval_crop_padding == evaluator.config.eval_crop_padding == 0
     assert record.class_names == tuple(str(digit) for digit in range(10))
     assert record.model_spec() == evaluator.spec
@@ -230,7 +230,7 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
     location = checkpointing.locate_checkpoint(str(out_dir))
     assert (location.step, location.results_directory) == (0, str(out_dir))
     record = checkpointing.read_model_record(location.step_directory)  # what the Keras weights expect
-    assert (record.input_normalization, record.eval_crop_padding) == (scaling.IMAGENET_NORMALIZATION, 32)
+    assert (record.input_normalization, record.eval_crop_padding) == (normalizations.IMAGENET_NORMALIZATION, 32)
     assert record.class_names is None and record.model_spec() == model_spec("b0")
     imported = pretrained.from_keras(weights_file, "b0")
     for weights in ("ema", "raw"):

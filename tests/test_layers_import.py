@@ -1,6 +1,8 @@
 """The layering the package promises: the model, the steps, the configuration and checkpoints import
-on a machine without TensorFlow (the accelerator image has none), and no module of the package
-imports, even inside a function, a module that imports it back."""
+on a machine without TensorFlow (the accelerator image has none); every module imports, even inside a
+function, only modules of its own layer or lower ones (LAYERS), and none a module that imports it back;
+the package never imports `configs`, and `configs/` import only configs and the package's description
+layers, so an installed package and its configs both work."""
 
 import ast
 import os
@@ -12,6 +14,28 @@ from tests import tensorflow_free, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "efficientnet_jax"
+CONFIGS = "configs"
+# The package's modules by layer, lowest first (names relative to the package).
+LAYERS = (
+    (
+        "foundations",
+        ("errors", "normalizations", "layers", "augment_policies", "batch_mixing", "distributed", "optim",
+         "datasets", "datasets.sklearn_digits", "datasets.digit_folders", "datasets.image_folder"),
+    ),
+    ("description", ("scaling", "provenance")),
+    ("model", ("", "model", "accounting", "summary", "augment", "device_augment")),
+    ("configuration", ("configuration", "progressive", "experiments")),
+    ("steps and data", ("steps", "input_pipeline")),
+    (
+        "checkpoints and weights",
+        ("checkpointing", "finetuning", "sweep_runner", "pretrained.mapping", "pretrained.state_dicts",
+         "pretrained.keras_files", "pretrained.hub"),
+    ),
+    ("jobs", ("trainer", "evaluation", "prediction", "scaling_report")),
+    ("entry points", ("console", "pretrained", "pretrained.command", "pretrained.__main__")),
+)
+# configs/ may import the package's layers up to this one (scaling, provenance, configuration, ...).
+CONFIGS_TOP_LAYER = "configuration"
 CORE = (
     "efficientnet_jax",
     "efficientnet_jax.steps",
@@ -63,10 +87,10 @@ def module_name(path: str) -> str:
     return ".".join(relative[:-1] if relative[-1] == "__init__" else relative)
 
 
-def package_modules() -> dict[str, str]:
-    """Every module of the package, by dotted name, and its file."""
+def package_modules(package: str = PACKAGE) -> dict[str, str]:
+    """Every module of `package` (a folder of the repository), by dotted name, and its file."""
     modules = {}
-    for folder, _, files in os.walk(os.path.join(REPO, PACKAGE)):
+    for folder, _, files in os.walk(os.path.join(REPO, package)):
         for file in files:
             if file.endswith(".py"):
                 path = os.path.join(folder, file)
@@ -122,8 +146,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycles_in_the_package():
-    modules = package_modules()
+def test_no_import_cycles_in_the_package_and_configs():
+    modules = {**package_modules(), **package_modules(CONFIGS)}
     graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
     assert graph["efficientnet_jax.steps"] >= {
         "efficientnet_jax.optim",
@@ -137,3 +161,48 @@ def test_find_cycle_names_the_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of a package module's layer."""
+    relative = module.removeprefix(PACKAGE).removeprefix(".")
+    for index, (_, members) in enumerate(LAYERS):
+        if relative in members:
+            return index
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it there")
+
+
+def test_modules_import_only_their_own_layer_or_lower_ones():
+    modules = package_modules()
+    upward = [
+        f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+        for name, path in sorted(modules.items())
+        for target in sorted(imported_modules(name, path, modules))
+        if layer_of(target) > layer_of(name)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_package_never_imports_configs_and_configs_import_only_description_layers():
+    package, configs = package_modules(), package_modules(CONFIGS)
+    everything = {**package, **configs}
+    assert {"configs.default", "configs.imagenet", "configs.scaling.common"} <= set(configs)  # the walk works
+    into_configs = [
+        f"{name} imports {target}"
+        for name, path in sorted(package.items())
+        for target in sorted(imported_modules(name, path, everything))
+        if target.startswith(CONFIGS)
+    ]
+    assert not into_configs, "\n".join(into_configs)
+    top = [title for title, _ in LAYERS].index(CONFIGS_TOP_LAYER)
+    too_high = [
+        f"{name} imports {target} ({LAYERS[layer_of(target)][0]})"
+        for name, path in sorted(configs.items())
+        for target in sorted(imported_modules(name, path, everything))
+        if target.startswith(PACKAGE) and layer_of(target) > top
+    ]
+    assert not too_high, "\n".join(too_high)
+    assert imported_modules("configs.imagenet", configs["configs.imagenet"], everything) >= {
+        "configs.default",
+        "efficientnet_jax.provenance",
+    }  # the parser sees both kinds of import

@@ -107,7 +107,7 @@ def test_a_schedule_that_cannot_be_trained_is_a_config_error(overrides, match):
 # A real run: 9 steps in 3 stages of 3, train sizes 16, 24, 32 (evaluation at 32), host RandAugment
 # magnitude 4 -> 10, Mixup/CutMix 0 -> 0.2 (labels become probabilities from stage 2 on), dropout 0 -> 0.1.
 # A network of one block: compilation is the cost (3 train steps here, 2 more on resume), and one block
-# compiles in a sixth of the tiny B0's time (measured: 10 s against 60 s per stage on a loaded 2-core machine).
+# compiles in a fraction of the tiny B0's time (BENCHMARKS.md, "Test-suite compilation").
 
 TOTAL_STEPS = 9
 EXPECTED_STAGE_LINES = [

@@ -91,7 +91,7 @@ def test_grid_keeps_exactly_the_points_within_the_tolerance():
 def test_compound_scaled_b0_flops_grow_as_alpha_beta2_gamma2_to_the_phi():
     """B0 at 224 pixels scaled with the paper's alpha, beta, gamma. The official rounding (repeats
     rounded up, widths to multiples of 8, resolution to multiples of 8, feature maps rounded up at
-    each stride) makes single phis overshoot (measured: 2.23, 4.69, 8.43 times B0's FLOPs against
+    each stride) makes single phis overshoot (2.23, 4.69, 8.43 times B0's FLOPs against
     1.92, 3.69, 7.08); the growth per unit of phi over phi = 0..3 is within 15% of 1.92."""
     config = sweep_config(
         "compound.py", "base=imagenet,alpha=1.2,beta=1.1,gamma=1.15", **{"sweep.phis": (0.0, 1.0, 2.0, 3.0)}

