@@ -32,7 +32,8 @@ from efficientnet_jax import (
     checkpointing, configuration, finetuning, input_pipeline, optim, progressive, scaling, steps,
 )
 from efficientnet_jax.configuration import ConfigError
-from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.layers import ReplicaGroups
+from efficientnet_jax.model import EfficientNet, batch_norm_groups
 from efficientnet_jax.steps import AXIS_NAME, TrainState
 MULTIHOST_CHECK_EVERY_STEPS = 10
 
@@ -125,6 +126,7 @@ def _start_stage(
     rng: jax.Array,
     normalization: scaling.InputNormalization,
     step: int,
+    replica_groups: ReplicaGroups | None,
 ) -> tuple[Callable, Iterator]:
     """The pmapped train step and the device-prefetched train batches of `stage`, from `step` on: the
     model at the stage's dropout rate, the input pipeline at its image size, magnitude and alphas
@@ -136,6 +138,7 @@ def _start_stage(
     model = EfficientNet(
         dataclasses.replace(spec, dropout_rate=stage.dropout_rate),
         batch_norm_axis_name=AXIS_NAME,
+        batch_norm_axis_index_groups=replica_groups,
         freeze_batch_norm=config.freeze_batch_norm,
     )
     p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, stage_config, rng, normalization)
@@ -168,7 +171,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     # What checkpoints store and a resumed job must agree with: nothing without progressive learning, so
     # that such a job can still be resumed for more steps.
     saved_schedule = schedule if progressive.is_enabled(config) else ()
-    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, freeze_batch_norm=config.freeze_batch_norm)
+    group_size = configuration.batch_norm_group_size(config, jax.device_count())
+    replica_groups = batch_norm_groups(jax.device_count(), group_size)
+    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, batch_norm_axis_index_groups=replica_groups,
+                         freeze_batch_norm=config.freeze_batch_norm)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
         steps_per_epoch,
@@ -218,10 +224,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         if start_step == 0:
             writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
         logging.info(
-            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
-            "normalised as %s.",
+            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, batch-norm "
+            "statistics over groups of %d, inputs normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            scaling.describe_normalization(normalization),
+            group_size, scaling.describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:
@@ -257,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                         logging.info("%s.", progressive.describe(stage, len(schedule), step, config.augment))
                     stage_start, stage_start_step = time.perf_counter(), step
                     p_train_step, train_batches = _start_stage(
-                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step
+                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step, replica_groups
                     )
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
