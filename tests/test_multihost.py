@@ -1,5 +1,5 @@
-"""Several hosts on loopback: two processes (2 CPU devices each, gloo collectives) against one
-process with 4 devices, and a job that loses one of its processes."""
+"""Several hosts on loopback: two processes (2 or 3 CPU devices each, gloo collectives) against one
+process with all their devices, and a job that loses one of its processes."""
 
 import os
 import socket
@@ -51,8 +51,10 @@ def test_two_hosts_train_the_quick_start_together(data_dir, tmp_path):
     assert not other.exists() or os.listdir(other) == []
 
 
-def test_two_hosts_equal_one_host_with_four_devices(data_dir, tmp_path):
-    """The same global batches, split over 2 processes x 2 devices or 1 process x 4 devices."""
+def test_two_hosts_equal_one_host_with_the_same_devices_in_batch_norm_groups_across_hosts(data_dir, tmp_path):
+    """The same global batches, split over 2 processes x 3 devices or 1 process x 6 devices, batch norm
+    in groups of 2 replicas in the global device order: devices 2 and 3, one on each host, pool their
+    statistics. Parameters and (replica 0's) batch statistics agree."""
     host0, host1 = _run_workers("steps", 2, tmp_path, data_dir)
     (single,) = _run_workers("steps", 1, tmp_path, data_dir)
     # Hosts agree bit for bit. Against one host only up to summation order (gloo's cross-process
