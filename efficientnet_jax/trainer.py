@@ -84,6 +84,14 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
+@dataclasses.dataclass
+class Progress:
+    """How far a running job has got, for a thread that reports on it while the loop may be blocked in a
+    collective (train.py, when another process of the job is lost): the steps dispatched so far."""
+
+    step: int = 0
+
+
 class NonFiniteError(FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
@@ -148,11 +156,14 @@ def _start_stage(
     return p_train_step, batches
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, progress: Progress | None = None
+) -> tuple[TrainState, dict[str, Any]]:
     """Trains (resuming from the newest checkpoint in `workdir`; a fresh job with config.init_checkpoint
     starts from that checkpoint's weights, finetuning.py), evaluates raw and EMA weights, and
     returns the final (unreplicated) state and metrics. The single entry point of train.py and of
-    the tests."""
+    the tests. `progress`, when given, follows the step."""
+    progress = progress or Progress()
     configuration.validate(config)
     _check_workdir(workdir)
     is_coordinator = jax.process_index() == 0
@@ -252,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         pending_metrics = []
         last_metrics = None
         eval_results: dict[str, float] = {}
-        step = start_step
+        step = progress.step = start_step
         window_start, window_step = time.perf_counter(), start_step
         stage = None
         with _PreemptionFlag() as preemption:
@@ -268,6 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
                 step += 1
+                progress.step = step
                 pending_metrics.append(metrics)
                 if step == stage_start_step + 1:  # the stage's train step compiled: time it, leave it out of img/s
                     jax.block_until_ready(metrics)
