@@ -42,10 +42,11 @@ def stop_for_lost_process(lost: list[int], message: str, progress: trainer.Progr
     """The one line of a job that lost a process: which, at which step, and where a restart resumes."""
     steps = checkpointing.checkpoint_steps(FLAGS.workdir)
     directory = os.path.join(os.path.abspath(FLAGS.workdir), checkpointing.CHECKPOINTS_DIRECTORY)
-    resume = f"the checkpoint of step {steps[-1]} in {directory}" if steps else f"scratch (no checkpoint in {directory})"
+    newest = f"the checkpoint of step {steps[-1]} in {directory}" if steps else None
+    resume = newest or f"scratch (no checkpoint in {directory})"
     console.end_at_once(
-        f"{distributed.describe_lost(lost)} at step {progress.step}; stopping. Restart the job (every process) "
-        f"with the same command: it resumes from {resume}.",
+        f"{distributed.describe_lost(lost)} at step {progress.step}; stopping. Restart the job (every "
+        f"process) with the same command: it resumes from {resume}.",
         message,
     )
 

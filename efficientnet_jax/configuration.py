@@ -101,7 +101,8 @@ def batch_norm_group_size(config: ml_collections.ConfigDict, num_replicas: int) 
     if size <= 0 or num_replicas % size:
         raise ConfigError(
             f"config.batch_norm_group_size={value!r} is not 'reference', 'all' or a number of replicas that "
-            f"divides the {num_replicas} replicas of this job; set one of those (e.g. '1' or '{num_replicas}')."
+            f"divides the {num_replicas} replicas of this job; set one of those (e.g. '1' or "
+            f"'{num_replicas}')."
         )
     return size
 

@@ -62,7 +62,8 @@ def _watch(on_lost_process: Callable[[list[int], str], None], timeout_s: float) 
     for beat in itertools.count():
         try:
             state.client.key_value_set(f"{HEARTBEAT_KEYS}{state.process_id}", str(beat), allow_overwrite=True)
-            counts = {int(key.rsplit("/", 1)[1]): value for key, value in state.client.key_value_dir_get(HEARTBEAT_KEYS)}
+            entries = state.client.key_value_dir_get(HEARTBEAT_KEYS)
+            counts = {int(key.rsplit("/", 1)[1]): value for key, value in entries}
         except Exception as error:  # noqa: BLE001  (any failure to reach the service)
             lost, details = [0], f"The coordination service did not answer: {error}"
         else:
@@ -83,13 +84,11 @@ _EXITING = threading.Event()
 
 
 def describe_lost(lost: list[int]) -> str:
-    """'process 1 of 2 was lost (no heartbeat for 10 s)'; with none named, the coordinator was."""
-    bound = f"no heartbeat for {HEARTBEAT_TIMEOUT_S.value} s"
-    if not lost:
-        return f"the coordination service on process 0 was lost ({bound})"
+    """'process 1 of 2 was lost (no heartbeat for 10 s)'."""
     names = ", ".join(str(index) for index in lost)
-    verb = "was" if len(lost) == 1 else "were"
-    return f"process{'es' if len(lost) > 1 else ''} {names} of {jax.process_count()} {verb} lost ({bound})"
+    processes, verb = ("processes", "were") if len(lost) > 1 else ("process", "was")
+    count = jax_distributed_internals.global_state.num_processes  # asks no backend, from any thread
+    return f"{processes} {names} of {count} {verb} lost (no heartbeat for {HEARTBEAT_TIMEOUT_S.value} s)"
 
 
 def _stop(lost: list[int], message: str) -> None:
@@ -122,10 +121,9 @@ def initialize_from_flags(on_lost_process: Callable[[list[int], str], None] = _s
 
 def await_lost_process_report(error: Exception) -> None:
     """In a multi-process job, a runtime error from a collective (gloo: "Connection reset by peer")
-    usually means another process died, seconds before the coordination service says which: the error
-    goes to the log and this waits for that report, which ends the process (`initialize_from_flags`).
-    Returns, for the caller to raise the error, when the job has one process or no report comes
-    within the heartbeat bound."""
+    usually means another process died, seconds before the heartbeat watch (`_watch`) names it: the
+    error goes to the log file and this waits for that report, which ends the process. Returns, for the
+    caller to raise the error, when the job has one process or no report comes within twice the bound."""
     if jax.process_count() == 1 or not isinstance(error, jax.errors.JaxRuntimeError):
         return
     logging.info("A collective failed; waiting up to %d s for the coordination service to name a lost "

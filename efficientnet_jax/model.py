@@ -28,7 +28,9 @@ def batch_norm_groups(num_replicas: int, group_size: int) -> Optional[ReplicaGro
     TPU batch norms group shards (`TpuBatchNormalization`; configuration.batch_norm_group_size gives
     their sizes). None when one group holds every replica: the plain cross-replica reduction."""
     if group_size <= 0 or num_replicas % group_size:
-        raise ValueError(f"A batch-norm group of {group_size} replicas does not divide {num_replicas} replicas.")
+        raise ValueError(
+            f"A batch-norm group of {group_size} replicas does not divide {num_replicas} replicas."
+        )
     if group_size == num_replicas:
         return None
     return tuple(tuple(range(start, start + group_size)) for start in range(0, num_replicas, group_size))

@@ -235,8 +235,8 @@ def train_and_evaluate(
         if start_step == 0:
             writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
         logging.info(
-            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, batch-norm "
-            "statistics over groups of %d, inputs normalised as %s.",
+            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, "
+            "batch-norm statistics over groups of %d, inputs normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
             group_size, scaling.describe_normalization(normalization),
         )
@@ -274,7 +274,8 @@ def train_and_evaluate(
                         logging.info("%s.", progressive.describe(stage, len(schedule), step, config.augment))
                     stage_start, stage_start_step = time.perf_counter(), step
                     p_train_step, train_batches = _start_stage(
-                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step, replica_groups
+                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step,
+                        replica_groups,
                     )
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)

@@ -323,8 +323,9 @@ def test_cross_replica_batch_norm_equals_one_device_on_the_whole_batch():
 
 @pytest.mark.parametrize(
     "variant,replicas,expected",
-    [("b0", 1, 1), ("b0", 8, 1), ("b0", 16, 8), ("b0", 32, 8), ("b0", 64, 8), ("b0", 128, 16), ("b0", 1024, 128),
-     ("lite0", 32, 8), ("v2-s", 1, 1), ("v2-s", 4, 4), ("v2-s", 8, 8), ("v2-s", 32, 8), ("v2-b0", 1024, 8)],
+    [("b0", 1, 1), ("b0", 8, 1), ("b0", 16, 8), ("b0", 32, 8), ("b0", 64, 8), ("b0", 128, 16),
+     ("b0", 1024, 128), ("lite0", 32, 8), ("v2-s", 1, 1), ("v2-s", 4, 4), ("v2-s", 8, 8), ("v2-s", 32, 8),
+     ("v2-b0", 1024, 8)],
 )
 def test_reference_batch_norm_groups_follow_the_official_rule_of_each_family(variant, replicas, expected):
     """tensorflow/tpu's rule for EfficientNet (alone up to 8 cores, then max(8, n // 8)); google/automl's
@@ -381,16 +382,17 @@ def test_batch_norm_groups_of_8_on_16_devices_equal_8_devices_on_each_half(tmp_p
     the replicas computes what 8 devices reducing over all replicas compute on that half of the batch."""
     out = tmp_path / "groups.npz"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the worker sets its own
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tests", "workers", "batch_norm_groups_worker.py"),
-                             str(out)], env=env, capture_output=True, text=True, timeout=600)
+    worker = os.path.join(REPO, "tests", "workers", "batch_norm_groups_worker.py")
+    result = subprocess.run([sys.executable, worker, str(out)], env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     results = dict(np.load(out))
     names = [key.removeprefix("grouped/") for key in results if key.startswith("grouped/")]
     assert "logits" in names and len(names) > 10
     for half in range(2):
         for name in names:
-            np.testing.assert_allclose(results[f"grouped/{name}"][8 * half:8 * half + 8], results[f"half{half}/{name}"],
-                                       rtol=1e-4, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(results[f"grouped/{name}"][8 * half:8 * half + 8],
+                                       results[f"half{half}/{name}"], rtol=1e-4, atol=1e-6, err_msg=name)
     assert not np.allclose(results["grouped/logits"][:8], results["half1/logits"])
 
 

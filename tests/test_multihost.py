@@ -139,9 +139,9 @@ def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeou
     checkpoints = tmp_path / "host0" / "checkpoints"
     newest = max(checkpointing.checkpoint_steps(str(tmp_path / "host0")))
     match = re.fullmatch(
-        rf"train.py: process 1 of 2 was lost \(no heartbeat for {heartbeat_timeout_s} s\) at step (\d+); stopping\. "
-        rf"Restart the job \(every process\) with the same command: it resumes from the checkpoint of step "
-        rf"{newest} in {re.escape(str(checkpoints))}\.",
+        rf"train.py: process 1 of 2 was lost \(no heartbeat for {heartbeat_timeout_s} s\) at step (\d+); "
+        rf"stopping\. Restart the job \(every process\) with the same command: it resumes from the "
+        rf"checkpoint of step {newest} in {re.escape(str(checkpoints))}\.",
         ours[0],
     )
     assert match and int(match.group(1)) >= max(newest, 4), ours[0]

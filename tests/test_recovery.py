@@ -33,9 +33,8 @@ REFERENCE_GROUPS = {"batch_norm_group_size": "reference"}
 
 
 def recovery_config(data_dir, **overrides):
-    return tiny_config(
-        data_dir, **{"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **REFERENCE_GROUPS, **overrides}
-    )
+    defaults = {"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **REFERENCE_GROUPS}
+    return tiny_config(data_dir, **{**defaults, **overrides})
 
 
 def without_timing(metrics):

@@ -34,7 +34,8 @@ def pmapped_forward(devices, groups):
                      in_axes=(None, 0), devices=devices)
 
     def forward(variables, images):
-        logits, state = jax.device_get(apply(variables, images.reshape(len(devices), PER_DEVICE, SIZE, SIZE, 3)))
+        shards = images.reshape(len(devices), PER_DEVICE, SIZE, SIZE, 3)
+        logits, state = jax.device_get(apply(variables, shards))
         return {"logits": logits, **{jax.tree_util.keystr(path): leaf
                                      for path, leaf in jax.tree_util.tree_leaves_with_path(state)}}
 
