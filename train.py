@@ -5,6 +5,7 @@ Restarting the same command resumes from the newest checkpoint in the workdir.
 """
 
 import difflib
+import functools
 import os
 
 from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
@@ -14,7 +15,7 @@ import jax
 from absl import app, flags, logging
 
 from configs import default
-from efficientnet_jax import distributed, trainer
+from efficientnet_jax import checkpointing, distributed, trainer
 from efficientnet_jax.configuration import ConfigError
 
 FLAGS = flags.FLAGS
@@ -37,14 +38,32 @@ def check_keys(config, reference, prefix="config") -> None:
             check_keys(value, reference[key], f"{prefix}.{key}")
 
 
+def stop_for_lost_process(lost: list[int], message: str, progress: trainer.Progress) -> None:
+    """The one line of a job that lost a process: which, at which step, and where a restart resumes."""
+    steps = checkpointing.checkpoint_steps(FLAGS.workdir)
+    directory = os.path.join(os.path.abspath(FLAGS.workdir), checkpointing.CHECKPOINTS_DIRECTORY)
+    newest = f"the checkpoint of step {steps[-1]} in {directory}" if steps else None
+    resume = newest or f"scratch (no checkpoint in {directory})"
+    console.end_at_once(
+        f"{distributed.describe_lost(lost)} at step {progress.step}; stopping. Restart the job (every "
+        f"process) with the same command: it resumes from {resume}.",
+        message,
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    distributed.initialize_from_flags()
+    progress = trainer.Progress()
+    distributed.initialize_from_flags(functools.partial(stop_for_lost_process, progress=progress))
     check_keys(FLAGS.config, default.get_config())
     console.log_to_file(FLAGS.log_dir or os.path.join(FLAGS.workdir, "logs"))
     logging.info("JAX process %d of %d, local devices: %s", jax.process_index(), jax.process_count(), jax.local_devices())
-    _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress)
+    except Exception as error:
+        distributed.await_lost_process_report(error)
+        raise
     logging.info("Final metrics: %s", final)
 
 

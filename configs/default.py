@@ -35,6 +35,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.depthwise_implementation = "auto"  # 'auto' | 'xla' | 'shift' (see layers.py)
     config.model.remat = False  # per-block rematerialisation: less memory, more compute
     config.half_precision = True  # bfloat16 activations; float32 parameters, optimizer state and loss
+    # Which replicas pool their batch-norm statistics in training: 'reference' (the official TPU rule,
+    # configuration.reference_batch_norm_group_size: B0-B7, Lite and EdgeTPU each replica alone up to 8
+    # replicas, above that consecutive groups of max(8, replicas // 8); EfficientNetV2 consecutive groups
+    # of min(8, replicas)), 'all' (every replica: N devices compute what one device computes on the
+    # whole batch), or a number of replicas as a string ('16'): consecutive groups of that many in
+    # jax.devices()' order. One device: every rule is the same.
+    config.batch_norm_group_size = "reference"
 
     # Data (tensorflow-datasets + tf.data on the host CPU).
     config.dataset = "imagenet2012"  # a TFDS name, or 'folder:/path/to/images' (datasets/image_folder.py)

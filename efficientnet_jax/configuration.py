@@ -67,6 +67,45 @@ def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) 
     return model.spec
 
 
+def reference_batch_norm_group_size(num_replicas: int, efficientnetv2: bool) -> int:
+    """How many replicas pool their batch-norm statistics in the official TPU training of a family.
+
+    EfficientNet (B0-B7, Lite, EdgeTPU; tensorflow/tpu models/official/efficientnet/utils.py,
+    `TpuBatchNormalization._moments` and `_cross_replica_average`): each core alone up to 8 cores
+    ("Skip cross_replica for 2x2 or smaller slices"), above that consecutive groups of
+    max(8, num_shards // 8) cores. EfficientNetV2 (google/automl efficientnetv2/utils.py,
+    `TpuBatchNormalization._moments` with `cross_replica_mean`): consecutive groups of
+    min(8, num_shards) cores (its comment says "aggregate up to 32 cores", its code takes 8). Both
+    average the shards' mean and mean of squares and take the variance as E[x^2] - mean^2.
+
+    The TPU rule on every platform: the published models were trained on TPUs, and EfficientNetV2's
+    GPU path (main_tf2.py, MirroredStrategy) uses Keras' unsynchronised BatchNormalization, i.e. one
+    group per replica, which `--config.batch_norm_group_size=1` gives."""
+    if efficientnetv2:
+        return min(8, num_replicas)
+    return 1 if num_replicas <= 8 else max(8, num_replicas // 8)
+
+
+def batch_norm_group_size(config: ml_collections.ConfigDict, num_replicas: int) -> int:
+    """The replicas per batch-norm group that config.batch_norm_group_size asks for on `num_replicas`
+    replicas: 'reference' (the official rule of the config's family, `reference_batch_norm_group_size`),
+    'all', or a number of replicas that divides `num_replicas`."""
+    value = config.batch_norm_group_size
+    if value == "reference":
+        baseline = config.model.baseline or variant_coefficients(config.model.variant).baseline
+        return reference_batch_norm_group_size(num_replicas, baseline.startswith("efficientnetv2"))
+    if value == "all":
+        return num_replicas
+    size = int(value) if str(value).isdigit() else 0
+    if size <= 0 or num_replicas % size:
+        raise ConfigError(
+            f"config.batch_norm_group_size={value!r} is not 'reference', 'all' or a number of replicas that "
+            f"divides the {num_replicas} replicas of this job; set one of those (e.g. '1' or "
+            f"'{num_replicas}')."
+        )
+    return size
+
+
 def train_image_size(config: ml_collections.ConfigDict) -> int:
     """The size the input pipeline trains at: config.train_image_size, else config.image_size (the eval
     size, at which B0-B7 also train). EfficientNetV2 trains smaller than it evaluates

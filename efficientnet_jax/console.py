@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, NoReturn
 
 import jax
 from absl import app, flags, logging
@@ -90,7 +90,13 @@ def _is_ours(path: str) -> bool:
     return path.startswith(PACKAGE_DIRECTORY + os.sep) or os.path.dirname(path) == REPOSITORY
 
 
+# `extra` of a record that belongs in the log file alone: the full story behind a line the console gives.
+LOG_FILE_ONLY = {"log_file_only": True}
+
+
 def _shown_on_console(record: python_logging.LogRecord) -> bool:
+    if getattr(record, "log_file_only", False):
+        return False
     return (
         record.levelno >= python_logging.WARNING
         or _is_ours(record.pathname)
@@ -130,6 +136,20 @@ def user_errors_as_one_line(program: str, *more_errors: type[Exception]) -> Iter
         sys.stderr.write(f"{program}: {_one_line(error)}\n")
         sys.stderr.flush()
         raise SystemExit(1) from None
+
+
+def end_at_once(reason: str, details: str) -> NoReturn:
+    """Ends the program from any thread: `details` to the log file, `<program>: <reason>` as the last
+    line on stderr, exit status 1. Without unwinding the main thread, which may be blocked in a
+    collective that never returns, and without the atexit handlers, where JAX's distributed shutdown
+    would wait for a lost process and then abort."""
+    logging.error("%s", details, extra=LOG_FILE_ONLY)
+    for handler in python_logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.write(f"{_program()}: {reason}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _program() -> str:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
+ReplicaGroups = tuple[tuple[int, ...], ...]  # indices along a pmapped axis, as lax.pmean's axis_index_groups
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "swish": nn.silu,  # x * sigmoid(x), as the reference's tf.nn.swish
@@ -242,6 +243,7 @@ class Block(nn.Module):
     batch_norm_momentum: float = 0.99
     batch_norm_epsilon: float = 1e-3
     batch_norm_axis_name: Optional[str] = None
+    batch_norm_axis_index_groups: Optional[ReplicaGroups] = None
     dtype: Dtype = jnp.float32
     freeze_batch_norm: bool = False  # normalise with the moving statistics and keep them, even in training
 
@@ -252,6 +254,7 @@ class Block(nn.Module):
             momentum=self.batch_norm_momentum,
             epsilon=self.batch_norm_epsilon,
             axis_name=self.batch_norm_axis_name,
+            axis_index_groups=self.batch_norm_axis_index_groups,
             dtype=self.dtype,
             name=name,
         )

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from efficientnet_jax import layers, scaling
+from efficientnet_jax.layers import ReplicaGroups
 from efficientnet_jax.scaling import ModelSpec
 
 
@@ -19,6 +20,20 @@ def stochastic_depth_rate(block_index: int, num_blocks: int, drop_connect_rate: 
     """Drop rate of block `block_index` (0-based over the whole network): it grows linearly from 0,
     `drop_connect_rate * block_index / num_blocks`, as the reference's `survival_prob` schedule."""
     return drop_connect_rate * block_index / num_blocks
+
+
+def batch_norm_groups(num_replicas: int, group_size: int) -> Optional[ReplicaGroups]:
+    """Consecutive groups of `group_size` replicas, in the order of the pmapped axis (across hosts:
+    jax.devices()' order), each normalising with its members' pooled batch statistics, as the official
+    TPU batch norms group shards (`TpuBatchNormalization`; configuration.batch_norm_group_size gives
+    their sizes). None when one group holds every replica: the plain cross-replica reduction."""
+    if group_size <= 0 or num_replicas % group_size:
+        raise ValueError(
+            f"A batch-norm group of {group_size} replicas does not divide {num_replicas} replicas."
+        )
+    if group_size == num_replicas:
+        return None
+    return tuple(tuple(range(start, start + group_size)) for start in range(0, num_replicas, group_size))
 
 
 def block_module(stage: scaling.StageSpec, spec: ModelSpec) -> tuple[type[layers.Block], dict]:
@@ -45,6 +60,8 @@ class EfficientNet(nn.Module):
 
     spec: ModelSpec
     batch_norm_axis_name: Optional[str] = None  # set under pmap for cross-replica statistics
+    # Replica groups that share batch statistics (`batch_norm_groups`); None: all replicas of the axis.
+    batch_norm_axis_index_groups: Optional[ReplicaGroups] = None
     freeze_batch_norm: bool = False
 
     @nn.compact
@@ -63,6 +80,7 @@ class EfficientNet(nn.Module):
             momentum=spec.batch_norm_momentum,
             epsilon=spec.batch_norm_epsilon,
             axis_name=self.batch_norm_axis_name,
+            axis_index_groups=self.batch_norm_axis_index_groups,
             dtype=dtype,
         )
         conv = functools.partial(nn.Conv, use_bias=False, kernel_init=layers.conv_kernel_init, dtype=dtype)
@@ -91,6 +109,7 @@ class EfficientNet(nn.Module):
                     batch_norm_momentum=spec.batch_norm_momentum,
                     batch_norm_epsilon=spec.batch_norm_epsilon,
                     batch_norm_axis_name=self.batch_norm_axis_name,
+                    batch_norm_axis_index_groups=self.batch_norm_axis_index_groups,
                     dtype=dtype,
                     freeze_batch_norm=self.freeze_batch_norm,
                     name=f"block_{block_index}",

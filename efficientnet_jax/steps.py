@@ -149,9 +149,18 @@ def train_step(
     """One optimisation step on one device's shard of uint8 images (augmented here when
     config.augment_on_device); run under `jax.pmap(axis_name='batch')`.
 
-    Batch-norm statistics are reduced across replicas inside the model (its BN axis_name), the
-    gradients here with `pmean`, so N devices compute what one device would on the whole batch.
+    Batch-norm statistics are reduced inside the model, across all replicas (its BN axis_name) or
+    within its replica groups (`batch_norm_axis_index_groups`); the gradients here with `pmean` over
+    all replicas. With one group, N devices compute what one device would on the whole batch.
     Each device draws its own dropout/stochastic-depth masks (`step_rngs`).
+
+    With several groups, each replica's moving statistics would follow its own group's batches; the
+    official code keeps them apart and saves (and so evaluates) replica 0's. Here every replica takes
+    replica 0's updated moving statistics and their EMA (`from_first_replica`) at every step. Nothing in
+    training reads them (batch norm normalises with the batch's statistics), so parameters, optimizer
+    state and replica 0's statistics are what the official code computes, and the state stays identical
+    on every replica: a checkpoint holds replica 0's statistics from any host, eval on every device uses
+    them as the official eval does, and a resumed job (the checkpoint replicated) continues bit for bit.
     """
     num_classes = model.spec.num_classes
     images = batch["image"]
@@ -172,6 +181,8 @@ def train_step(
         return loss, (data_loss, logits, new_model_state["batch_stats"])
 
     (loss, (data_loss, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if model.batch_norm_axis_index_groups is not None:
+        batch_stats = from_first_replica(batch_stats)
     grads = lax.pmean(grads, AXIS_NAME)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -197,6 +208,13 @@ def train_step(
         "state_finite": all_finite(new_state),
     }
     return new_state, lax.pmean(metrics, AXIS_NAME)
+
+
+def from_first_replica(tree: Any) -> Any:
+    """Replica 0's values on every replica, exactly: a sum of replica 0's values and the others' zeros.
+    Call under pmap."""
+    is_first = lax.axis_index(AXIS_NAME) == 0
+    return jax.tree.map(lambda x: lax.psum(jnp.where(is_first, x, jnp.zeros_like(x)), AXIS_NAME), tree)
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -32,7 +32,8 @@ from efficientnet_jax import (
     checkpointing, configuration, errors, finetuning, input_pipeline, optim, progressive, scaling, steps,
 )
 from efficientnet_jax.configuration import ConfigError
-from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.layers import ReplicaGroups
+from efficientnet_jax.model import EfficientNet, batch_norm_groups
 from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 from efficientnet_jax.steps import AXIS_NAME, TrainState
 MULTIHOST_CHECK_EVERY_STEPS = 10
@@ -84,6 +85,14 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
+@dataclasses.dataclass
+class Progress:
+    """How far a running job has got, for a thread that reports on it while the loop may be blocked in a
+    collective (train.py, when another process of the job is lost): the steps dispatched so far."""
+
+    step: int = 0
+
+
 class NonFiniteError(errors.UserError, FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
@@ -126,6 +135,7 @@ def _start_stage(
     rng: jax.Array,
     normalization: InputNormalization,
     step: int,
+    replica_groups: ReplicaGroups | None,
 ) -> tuple[Callable, Iterator]:
     """The pmapped train step and the device-prefetched train batches of `stage`, from `step` on: the
     model at the stage's dropout rate, the input pipeline at its image size, magnitude and alphas
@@ -137,6 +147,7 @@ def _start_stage(
     model = EfficientNet(
         dataclasses.replace(spec, dropout_rate=stage.dropout_rate),
         batch_norm_axis_name=AXIS_NAME,
+        batch_norm_axis_index_groups=replica_groups,
         freeze_batch_norm=config.freeze_batch_norm,
     )
     p_train_step = steps.pmap_train_step(model, tx, learning_rate_fn, stage_config, rng, normalization)
@@ -146,11 +157,14 @@ def _start_stage(
     return p_train_step, batches
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, progress: Progress | None = None
+) -> tuple[TrainState, dict[str, Any]]:
     """Trains (resuming from the newest checkpoint in `workdir`; a fresh job with config.init_checkpoint
     starts from that checkpoint's weights, finetuning.py), evaluates raw and EMA weights, and
     returns the final (unreplicated) state and metrics. The single entry point of train.py and of
-    the tests."""
+    the tests. `progress`, when given, follows the step."""
+    progress = progress or Progress()
     configuration.validate(config)
     _check_workdir(workdir)
     is_coordinator = jax.process_index() == 0
@@ -169,7 +183,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     # What checkpoints store and a resumed job must agree with: nothing without progressive learning, so
     # that such a job can still be resumed for more steps.
     saved_schedule = schedule if progressive.is_enabled(config) else ()
-    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, freeze_batch_norm=config.freeze_batch_norm)
+    group_size = configuration.batch_norm_group_size(config, jax.device_count())
+    replica_groups = batch_norm_groups(jax.device_count(), group_size)
+    model = EfficientNet(spec, batch_norm_axis_name=AXIS_NAME, batch_norm_axis_index_groups=replica_groups,
+                         freeze_batch_norm=config.freeze_batch_norm)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
         steps_per_epoch,
@@ -219,10 +236,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         if start_step == 0:
             writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
         logging.info(
-            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, inputs "
-            "normalised as %s.",
+            "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, "
+            "batch-norm statistics over groups of %d, inputs normalised as %s.",
             spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            describe_normalization(normalization),
+            group_size, describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:
@@ -245,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         pending_metrics = []
         last_metrics = None
         eval_results: dict[str, float] = {}
-        step = start_step
+        step = progress.step = start_step
         window_start, window_step = time.perf_counter(), start_step
         stage = None
         with _PreemptionFlag() as preemption:
@@ -256,11 +273,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                         logging.info("%s.", progressive.describe(stage, len(schedule), step, config.augment))
                     stage_start, stage_start_step = time.perf_counter(), step
                     p_train_step, train_batches = _start_stage(
-                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step
+                        config, stage, spec, tx, learning_rate_fn, step_rng, normalization, step,
+                        replica_groups,
                     )
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
                 step += 1
+                progress.step = step
                 pending_metrics.append(metrics)
                 if step == stage_start_step + 1:  # the stage's train step compiled: time it, leave it out of img/s
                     jax.block_until_ready(metrics)

@@ -4,6 +4,9 @@ families, and clear errors for bad input. EfficientNetV2 has its own module, tes
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -14,6 +17,9 @@ import pytest
 import efficientnet_jax as ej
 from configs import imagenet
 from efficientnet_jax import accounting, configuration, layers, scaling
+from efficientnet_jax import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Trainable parameters of the official models as ported by timm (1,000 classes).
 REFERENCE_TRAINABLE_PARAMS = {
@@ -313,6 +319,81 @@ def test_cross_replica_batch_norm_equals_one_device_on_the_whole_batch():
     for ours, theirs in zip(jax.tree.leaves(sharded_state), jax.tree.leaves(single_state)):
         np.testing.assert_allclose(ours[0], theirs, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(ours[7], theirs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "variant,replicas,expected",
+    [("b0", 1, 1), ("b0", 8, 1), ("b0", 16, 8), ("b0", 32, 8), ("b0", 64, 8), ("b0", 128, 16),
+     ("b0", 1024, 128), ("lite0", 32, 8), ("v2-s", 1, 1), ("v2-s", 4, 4), ("v2-s", 8, 8), ("v2-s", 32, 8),
+     ("v2-b0", 1024, 8)],
+)
+def test_reference_batch_norm_groups_follow_the_official_rule_of_each_family(variant, replicas, expected):
+    """tensorflow/tpu's rule for EfficientNet (alone up to 8 cores, then max(8, n // 8)); google/automl's
+    for EfficientNetV2 (min(8, n)): the group size configs/imagenet.py gets on `replicas` devices."""
+    assert configuration.batch_norm_group_size(imagenet.get_config(variant), replicas) == expected
+
+
+def test_batch_norm_group_sizes_all_a_number_and_bad_values():
+    config = imagenet.get_config("b0")
+    config.batch_norm_group_size = "all"
+    assert configuration.batch_norm_group_size(config, 16) == 16
+    config.batch_norm_group_size = "4"
+    assert configuration.batch_norm_group_size(config, 16) == 4
+    assert model_lib.batch_norm_groups(16, 8) == (tuple(range(8)), tuple(range(8, 16)))
+    assert model_lib.batch_norm_groups(8, 8) is None  # one group: the plain cross-replica reduction
+    for bad in ("3", "0", "everything", "-2"):
+        config.batch_norm_group_size = bad
+        with pytest.raises(configuration.ConfigError, match=rf"config.batch_norm_group_size='{bad}' is not "
+                           r"'reference', 'all' or a number of replicas that divides the 16 replicas"):
+            configuration.batch_norm_group_size(config, 16)
+
+
+def _per_device_forward(model, variables, images):
+    return jax.pmap(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), axis_name="batch",
+                    in_axes=(None, 0))(variables, images.reshape(8, -1, *images.shape[1:]))
+
+
+def test_reference_batch_norm_on_8_devices_normalises_each_device_with_its_own_shard():
+    """B0's official rule on 8 replicas is one group per replica: each device's logits (its normalised
+    activations carried through the network) and updated batch statistics equal one device's on that
+    device's shard alone. 4 examples of 64 pixels per device: statistics of 2 examples at 1x1 pixels
+    are too ill-conditioned to compare two compilations."""
+    group_size = configuration.batch_norm_group_size(imagenet.get_config("b0"), jax.local_device_count())
+    assert group_size == 1
+    spec = dataclasses.replace(TINY, resolution=64, drop_connect_rate=0.0, dropout_rate=0.0)
+    images = jax.device_get(jax.random.normal(jax.random.key(0), (32, 64, 64, 3)) * 2 + 0.5)
+    single = ej.EfficientNet(spec)
+    variables = jax.jit(single.init)(jax.random.key(1), images[:1])
+    grouped = ej.EfficientNet(spec, batch_norm_axis_name="batch",
+                              batch_norm_axis_index_groups=model_lib.batch_norm_groups(8, group_size))
+    logits, state = jax.device_get(_per_device_forward(grouped, variables, images))
+    one_device = jax.jit(lambda v, x: single.apply(v, x, train=True, mutable=["batch_stats"]))
+    for device in range(8):
+        shard_logits, shard_state = jax.device_get(one_device(variables, images[4 * device:4 * device + 4]))
+        np.testing.assert_allclose(logits[device], shard_logits, rtol=1e-4, atol=1e-4)
+        for ours, theirs in zip(jax.tree.leaves(state), jax.tree.leaves(shard_state)):
+            np.testing.assert_allclose(ours[device], theirs, rtol=1e-4, atol=1e-6)
+    means = [leaf for leaf in jax.tree.leaves(state) if leaf.ndim == 2]
+    assert not np.allclose(means[0][0], means[0][1])  # the devices' statistics are their own
+
+
+def test_batch_norm_groups_of_8_on_16_devices_equal_8_devices_on_each_half(tmp_path):
+    """A 16-device process (tests/workers/batch_norm_groups_worker.py): with groups of 8, each half of
+    the replicas computes what 8 devices reducing over all replicas compute on that half of the batch."""
+    out = tmp_path / "groups.npz"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the worker sets its own
+    worker = os.path.join(REPO, "tests", "workers", "batch_norm_groups_worker.py")
+    result = subprocess.run([sys.executable, worker, str(out)], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = dict(np.load(out))
+    names = [key.removeprefix("grouped/") for key in results if key.startswith("grouped/")]
+    assert "logits" in names and len(names) > 10
+    for half in range(2):
+        for name in names:
+            np.testing.assert_allclose(results[f"grouped/{name}"][8 * half:8 * half + 8],
+                                       results[f"half{half}/{name}"], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert not np.allclose(results["grouped/logits"][:8], results["half1/logits"])
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():

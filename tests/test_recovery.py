@@ -27,10 +27,14 @@ from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 6  # checkpoints every 2 steps: a run interrupted after step 4 resumes from 2 or 4
+# The official batch-norm rule, on 8 devices one group per device: the replicas' moving statistics would
+# differ, and resuming must still be bit-exact (steps.train_step keeps replica 0's on every replica).
+REFERENCE_GROUPS = {"batch_norm_group_size": "reference"}
 
 
 def recovery_config(data_dir, **overrides):
-    return tiny_config(data_dir, **{"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **overrides})
+    defaults = {"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **REFERENCE_GROUPS}
+    return tiny_config(data_dir, **{**defaults, **overrides})
 
 
 def without_timing(metrics):
@@ -162,7 +166,7 @@ def _train_command(workdir, data_dir, *flags):
         sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
         f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}",
         f"--config.num_train_steps={TOTAL_STEPS}", "--config.checkpoint_every_steps=2",
-        *flags,
+        "--config.batch_norm_group_size=reference", *flags,
     ]
 
 

@@ -212,9 +212,11 @@ def _load_checkpoint(workdir, step):
 def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
     """Preempt a job with SIGTERM (a fresh process each time, as a preemption ends a job), restart
     it, and compare with an uninterrupted run: parameters, EMA and optimizer state bit-exact, with
-    RandAugment on the devices (the resumed steps replay their augmentations)."""
+    RandAugment on the devices (the resumed steps replay their augmentations) and the official
+    batch-norm rule (on 2 devices each replica alone)."""
     interrupted = str(tmp_path / "interrupted")
-    on_device = ("--config.augment=randaugment", "--config.augment_on_device=True")
+    on_device = ("--config.augment=randaugment", "--config.augment_on_device=True",
+                 "--config.batch_norm_group_size=reference")
     process = _run_train(interrupted, data_dir, "--config.num_train_steps=1000", *on_device, wait=False)
     output = []
     for line in process.stdout:
