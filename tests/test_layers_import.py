@@ -19,7 +19,7 @@ CONFIGS = "configs"
 LAYERS = (
     (
         "foundations",
-        ("errors", "normalizations", "layers", "augment_policies", "batch_mixing", "distributed", "optim",
+        ("errors", "normalizations", "layers", "augment_policies", "batch_mixing", "optim",
          "datasets", "datasets.sklearn_digits", "datasets.digit_folders", "datasets.image_folder"),
     ),
     ("description", ("scaling", "provenance")),
@@ -32,7 +32,7 @@ LAYERS = (
          "pretrained.keras_files", "pretrained.hub"),
     ),
     ("jobs", ("trainer", "evaluation", "prediction", "scaling_report")),
-    ("entry points", ("console", "pretrained", "pretrained.command", "pretrained.__main__")),
+    ("entry points", ("console", "distributed", "pretrained", "pretrained.command", "pretrained.__main__")),
 )
 # configs/ may import the package's layers up to this one (scaling, provenance, configuration, ...).
 CONFIGS_TOP_LAYER = "configuration"
