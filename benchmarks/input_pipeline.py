@@ -43,6 +43,7 @@ from absl import app, flags
 from benchmarks.machine import cpu_model
 from configs import default
 from efficientnet_jax import input_pipeline
+from efficientnet_jax.configuration import resolve_preprocessing
 
 # (height, width) of typical ImageNet photographs (the median is about 375x500).
 SOURCE_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500))
@@ -177,6 +178,7 @@ def host_stages(config: ml_collections.ConfigDict) -> dict[str, Callable[[tf.Ten
     work up to the resize, and for the reduced-resolution decodes."""
     epoch_seed = _epoch_seed(config)
     size = config.image_size
+    resize_method = resolve_preprocessing(config).resize_method
 
     def decode(index, image_bytes):
         return tf.io.decode_jpeg(image_bytes, channels=3)
@@ -192,7 +194,7 @@ def host_stages(config: ml_collections.ConfigDict) -> dict[str, Callable[[tf.Ten
     def reduced_decode_crop_resize(index, image_bytes):
         box = _crop_box(image_bytes, _crop_seed(epoch_seed, index), config)
         return input_pipeline.resize(
-            reduced_decode_and_crop(image_bytes, box, allowed_ratio(box, size)), size
+            reduced_decode_and_crop(image_bytes, box, allowed_ratio(box, size)), size, resize_method
         )
 
     stages = {"decode": decode, "decode_crop": decode_crop, "decode_crop_resize": decode_crop_resize}
@@ -241,7 +243,9 @@ def crop_statistics(jpegs: Sequence[bytes], config: ml_collections.ConfigDict, n
         exact = input_pipeline.train_image(
             image_bytes, tf.random.experimental.stateless_fold_in(epoch_seed, index), config
         )
-        reduced = input_pipeline.resize(reduced_decode_and_crop(image_bytes, box, ratio), size)
+        reduced = input_pipeline.resize(
+            reduced_decode_and_crop(image_bytes, box, ratio), size, resolve_preprocessing(config).resize_method
+        )
         difference = tf.abs(tf.cast(exact, tf.int32) - tf.cast(reduced, tf.int32))
         return ratio, tf.minimum(box[2], box[3]), tf.reduce_mean(tf.cast(difference, tf.float32))
 

@@ -60,6 +60,16 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
         # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
-    # The eval crop and resize of the official code (V2-S..XL: the whole image from 320 pixels up, bilinear).
-    config.eval_preprocessing = pretrained.official_eval_preprocessing(spec.name)
+    if pretrained.official_eval_preprocessing(spec.name) == "efficientnetv2":
+        # V2-S..XL's own train crop (google/automl efficientnetv2/preprocessing.py, `preprocess_for_train`:
+        # `sample_distorted_bounding_box` with area_range (0.05, 1.0), min_object_covered 0, no boxes,
+        # and TF's defaults aspect_ratio_range (0.75, 1.33) and max_attempts 100; a failed crop keeps the
+        # whole image). V2-B0..B3 train with EfficientNet's ('effnetv1_autoaug', preprocess_legacy.py).
+        config.crop_area_range = (0.05, 1.0)
+        config.crop_aspect_range = (0.75, 1.33)
+        config.crop_min_object_covered = 0.0
+        config.crop_max_attempts = 100
+        config.crop_fallback_to_center = False
+    # The eval crop and the resize stay unset: the official ones for the variant (V2-S..XL: the whole
+    # image from 320 pixels up, bilinear), or what an evaluated checkpoint records.
     return config
