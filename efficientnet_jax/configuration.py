@@ -170,7 +170,8 @@ class Preprocessing:
     resize_method: str
 
     def describe(self) -> str:
-        return f"{self.eval_preprocessing} crop (padding {self.eval_crop_padding}), {self.resize_method} resize"
+        crop = f"{self.eval_preprocessing} crop (padding {self.eval_crop_padding})"
+        return f"{crop}, {self.resize_method} resize"
 
 
 def _configured_preprocessing(config: ml_collections.ConfigDict) -> dict[str, str | int]:
@@ -188,7 +189,8 @@ def _configured_preprocessing(config: ml_collections.ConfigDict) -> dict[str, st
                 f"leave it unset to follow the weights."
             )
     if configured.get("eval_crop_padding", 0) < 0:
-        raise ConfigError(f"config.eval_crop_padding must be 0 or positive, got {configured['eval_crop_padding']}.")
+        padding = configured["eval_crop_padding"]
+        raise ConfigError(f"config.eval_crop_padding must be 0 or positive, got {padding}.")
     return configured
 
 
@@ -231,7 +233,9 @@ def resolve_preprocessing(
     return preprocessing
 
 
-def with_preprocessing(config: ml_collections.ConfigDict, preprocessing: Preprocessing) -> ml_collections.ConfigDict:
+def with_preprocessing(
+    config: ml_collections.ConfigDict, preprocessing: Preprocessing
+) -> ml_collections.ConfigDict:
     """A copy of `config` whose preprocessing keys hold `preprocessing`: what the input pipeline of a
     job that resolved them (from its weights) is built from."""
     copy = config.copy_and_resolve_references()

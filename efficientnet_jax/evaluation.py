@@ -50,9 +50,9 @@ class Evaluator:
         self.config = config
         self.split = split or config.eval_split
         configuration.configured_input_normalization(config)  # a bad value fails before anything is read
-        configuration.resolve_preprocessing(config)
         num_classes = input_pipeline.get_builder(config).info.features["label"].num_classes
         self.spec = model_spec_from_config(config, num_classes)
+        configuration.resolve_preprocessing(config)
         self._p_eval_steps: dict[InputNormalization, Callable] = {}
 
     def _p_eval_step(self, normalization: InputNormalization) -> Callable:

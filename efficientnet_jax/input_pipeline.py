@@ -310,7 +310,9 @@ def train_crop_box(image_shape: tf.Tensor, seed: tf.Tensor, config: ml_collectio
     return tf.where(
         is_whole_image,
         center_crop_box(
-            image_shape, image_size=train_image_size(config), padding=resolve_preprocessing(config).eval_crop_padding
+            image_shape,
+            image_size=train_image_size(config),
+            padding=resolve_preprocessing(config).eval_crop_padding,
         ),
         sampled,
     )

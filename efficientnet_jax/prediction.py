@@ -84,7 +84,9 @@ class Classifier:
 
     def input_of(self, path: str) -> np.ndarray:
         """`image_file_input` with this checkpoint's image size and eval crop."""
-        return image_file_input(path, image_size=self.spec.resolution, preprocessing=self.record.preprocessing())
+        return image_file_input(
+            path, image_size=self.spec.resolution, preprocessing=self.record.preprocessing()
+        )
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """float32 [N, classes] for uint8 pixels [N, S, S, 3] as `input_of` makes them."""

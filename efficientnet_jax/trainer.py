@@ -190,9 +190,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         state = steps.create_train_state(init_rng, model, config.image_size, tx)
         start_step, state = checkpointer.resume(state, spec)
         # The weights' normalisation: the one this job saved (resuming), or the pretrained checkpoint's.
-        # The crop and resize: the ones this job saved (resuming), else the config's or the variant's, not the
-        # pretrained checkpoint's: fine-tuning trains on another dataset, and the official fine-tuning of
-        # EfficientNetV2 (efficientnetv2/datasets.py `ImagenetFt`) preprocesses otherwise than its weights' eval.
+        # The crop and resize: the ones this job saved (resuming), else the config's or the variant's, not
+        # the pretrained checkpoint's: fine-tuning trains on another dataset, and the official fine-tuning
+        # of EfficientNetV2 (efficientnetv2/datasets.py `ImagenetFt`) preprocesses otherwise than its
+        # weights' eval.
         weights_normalization, weights_preprocessing, weights_source = None, None, ""
         if start_step:
             logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)

@@ -201,7 +201,8 @@ def test_evaluation_follows_the_eval_preprocessing_saved_with_the_weights(
     copy = shutil.copytree(location.step_directory, tmp_path / "3")
     metadata = copy / "model" / "metadata"
     saved = json.loads(metadata.read_text())
-    metadata.write_text(json.dumps({**saved, "eval_preprocessing": "efficientnetv2", "resize_method": "bilinear"}))
+    v2_record = {**saved, "eval_preprocessing": "efficientnetv2", "resize_method": "bilinear"}
+    metadata.write_text(json.dumps(v2_record))
     assert (evaluator.config.eval_preprocessing, evaluator.config.resize_method) == (None, None)
     caplog.clear()
     followed = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "raw")

@@ -592,7 +592,8 @@ def test_with_augmentation_on_the_device_the_host_stops_after_the_resize(china_j
     crop_only = input_pipeline.train_image(image_bytes, seed, on_device).numpy()
     crop_seed = tf.random.experimental.stateless_split(seed, num=3)[0]
     box = lambda shape: input_pipeline.train_crop_box(shape, crop_seed, on_device)  # noqa: E731
-    expected = input_pipeline.resize(input_pipeline.decode_and_crop(image_bytes, box), 32, "tf1_bicubic").numpy()
+    cropped = input_pipeline.decode_and_crop(image_bytes, box)
+    expected = input_pipeline.resize(cropped, 32, "tf1_bicubic").numpy()
     np.testing.assert_array_equal(crop_only, expected)
 
 

@@ -171,7 +171,9 @@ def test_eval_image_crops_and_resizes_as_the_official_code(
     actual = input_pipeline.eval_image(
         image_bytes,
         image_size=image_size,
-        preprocessing=configuration.Preprocessing(preprocessing, 32, configuration.OFFICIAL_RESIZE_METHODS[preprocessing]),
+        preprocessing=configuration.Preprocessing(
+            preprocessing, 32, configuration.OFFICIAL_RESIZE_METHODS[preprocessing]
+        ),
     ).numpy()
     np.testing.assert_array_equal(actual, resized(expected, image_size, method))
 
