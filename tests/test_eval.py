@@ -208,7 +208,9 @@ def test_evaluation_follows_the_eval_preprocessing_saved_with_the_weights(
     followed = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "raw")
     assert followed["preprocessing"] == "efficientnetv2 crop (padding 0), bilinear resize"
     assert not preprocessing_warnings(caplog)
-    assert abs(followed["loss"] - own["loss"]) > 1e-4  # other pixels, same weights
+    # Other pixels, same weights: the three-step network is near the uniform prediction, so the loss
+    # moves little (3.3e-5 measured), still a hundred times a float32 rounding of the mean.
+    assert abs(followed["loss"] - own["loss"]) > 1e-6
 
     v2_config = tiny_config(data_dir, eval_preprocessing="efficientnetv2", resize_method="bilinear")
     explicit = evaluation.Evaluator(v2_config).evaluate(location, "raw")
