@@ -9,10 +9,10 @@ import dataclasses
 import ml_collections
 from absl import logging
 
-from efficientnet_jax import pretrained
 from efficientnet_jax.model import create_model
 from efficientnet_jax.scaling import (
     NAMED_NORMALIZATIONS,
+    Baseline,
     InputNormalization,
     ModelSpec,
     baseline_fields,
@@ -104,14 +104,21 @@ def configured_input_normalization(config: ml_collections.ConfigDict) -> InputNo
     return parse_input_normalization(value) if value else None
 
 
-def baseline_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization:
-    """What the released weights of the config's baseline network expect (`scaling.Baseline`): the
-    normalisation of a network trained from scratch, when the config names none."""
+def config_baseline(config: ml_collections.ConfigDict) -> Baseline:
+    """The config's baseline network (`config.model.baseline`, else the variant's own), whose record
+    of its released weights (`scaling.Baseline`: normalisation, eval preprocessing) a network trained
+    from scratch follows where the config sets none."""
     try:
         own_baseline = variant_coefficients(config.model.variant).baseline
-        return get_baseline(config.model.baseline or own_baseline).normalization
+        return get_baseline(config.model.baseline or own_baseline)
     except ValueError as error:
         raise ConfigError(f"config.model: {error}") from error
+
+
+def baseline_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization:
+    """What the released weights of the config's baseline network expect: the normalisation of a
+    network trained from scratch, when the config names none."""
+    return config_baseline(config).normalization
 
 
 def resolve_input_normalization(
@@ -202,8 +209,8 @@ def resolve_preprocessing(
     """How a job crops and resizes: each key the config sets (config.eval_preprocessing,
     config.eval_crop_padding, config.resize_method), else what the evaluated or resumed weights were
     evaluated with (`weights_preprocessing`, saved with the checkpoint at `weights_source`), else the
-    official code's for the config's variant (`pretrained.official_eval_preprocessing`, padding 32,
-    `OFFICIAL_RESIZE_METHODS`). The resize follows the weights only with their crop: a config that
+    official code's for the config's baseline network (`scaling.Baseline.eval_preprocessing`, padding
+    32, `OFFICIAL_RESIZE_METHODS`). The resize follows the weights only with their crop: a config that
     sets another crop and no resize gets that crop's official resize. A set value that differs from
     the weights' is used as asked, with a warning, as for the input normalisation
     (`resolve_input_normalization`): weights evaluated on other pixels than they were made for lose
@@ -211,7 +218,7 @@ def resolve_preprocessing(
     configured = _configured_preprocessing(config)
     if weights_preprocessing is None:
         followed = {
-            "eval_preprocessing": pretrained.official_eval_preprocessing(config.model.variant),
+            "eval_preprocessing": config_baseline(config).eval_preprocessing,
             "eval_crop_padding": REFERENCE_EVAL_CROP_PADDING,
         }
     else:

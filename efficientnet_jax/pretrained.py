@@ -830,10 +830,10 @@ def official_eval_preprocessing(variant: str | scaling.ModelSpec, training: str 
         return "efficientnet"
     if training == IN21K_FT_IN1K:
         return "efficientnetv2_finetune"
+    if training == IN21K:
+        return "efficientnetv2"
     baseline = scaling.variant_coefficients(canonical_variant(variant)).baseline
-    if training == IN1K and baseline == "efficientnetv2-base":
-        return "efficientnet"
-    return "efficientnetv2"
+    return scaling.get_baseline(baseline).eval_preprocessing
 
 
 def classifier_classes(
