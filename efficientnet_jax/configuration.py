@@ -22,6 +22,7 @@ from efficientnet_jax.scaling import (
     variant_coefficients,
 )
 
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
