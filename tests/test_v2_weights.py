@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import imagenet
+from configs import default, imagenet
 from efficientnet_jax import checkpointing, configuration, input_pipeline, prediction, pretrained, scaling
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
@@ -120,6 +120,33 @@ def test_imagenet_configs_evaluate_as_the_official_code(variant, eval_preprocess
     assert configuration.resolve_preprocessing(config) == configuration.Preprocessing(
         eval_preprocessing, 32, configuration.OFFICIAL_RESIZE_METHODS[eval_preprocessing]
     )
+
+
+def test_the_preprocessing_is_the_configs_else_the_weights_else_the_baselines(caplog):
+    """configs/default.py leaves the crop, padding and resize unset: a job from scratch takes its
+    baseline's official ones (B0: EfficientNet's crop, padding 32, TF1 bicubic), an evaluation the
+    checkpoint's, without a word. A key the config sets wins, with a warning naming both; a crop set
+    without a resize brings that crop's official resize."""
+    config = default.get_config()
+    v2_weights = configuration.Preprocessing("efficientnetv2", 32, "bilinear")
+    assert configuration.resolve_preprocessing(config) == configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    caplog.clear()
+    assert configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s") == v2_weights
+    assert not caplog.records
+    config.eval_preprocessing = "efficientnet"
+    resolved = configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s")
+    assert resolved == configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning.startswith(
+        "config.eval_preprocessing=efficientnet differs from efficientnetv2 crop (padding 32), bilinear resize, "
+        "the preprocessing the weights of /runs/v2s were evaluated with; using efficientnet crop (padding 32), "
+        "tf1_bicubic resize as set."
+    )
+    config.resize_method = "bicubic"
+    assert configuration.resolve_preprocessing(config, v2_weights).resize_method == "bicubic"
+    config.resize_method = "area"
+    with pytest.raises(configuration.ConfigError, match="config.resize_method='area' is not one of tf1_bicubic"):
+        configuration.validate(config)
 
 
 # --- The eval crop of google/automl efficientnetv2/preprocessing.py ----------------------------------
