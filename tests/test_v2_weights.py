@@ -129,23 +129,23 @@ def test_the_preprocessing_is_the_configs_else_the_weights_else_the_baselines(ca
     without a resize brings that crop's official resize."""
     config = default.get_config()
     v2_weights = configuration.Preprocessing("efficientnetv2", 32, "bilinear")
-    assert configuration.resolve_preprocessing(config) == configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    official_b0 = configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    assert configuration.resolve_preprocessing(config) == official_b0
     caplog.clear()
     assert configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s") == v2_weights
     assert not caplog.records
     config.eval_preprocessing = "efficientnet"
-    resolved = configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s")
-    assert resolved == configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    assert configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s") == official_b0
     (warning,) = [record.getMessage() for record in caplog.records]
     assert warning.startswith(
-        "config.eval_preprocessing=efficientnet differs from efficientnetv2 crop (padding 32), bilinear resize, "
-        "the preprocessing the weights of /runs/v2s were evaluated with; using efficientnet crop (padding 32), "
-        "tf1_bicubic resize as set."
+        "config.eval_preprocessing=efficientnet differs from efficientnetv2 crop (padding 32), bilinear "
+        "resize, the preprocessing the weights of /runs/v2s were evaluated with; using efficientnet crop "
+        "(padding 32), tf1_bicubic resize as set."
     )
     config.resize_method = "bicubic"
     assert configuration.resolve_preprocessing(config, v2_weights).resize_method == "bicubic"
     config.resize_method = "area"
-    with pytest.raises(configuration.ConfigError, match="config.resize_method='area' is not one of tf1_bicubic"):
+    with pytest.raises(configuration.ConfigError, match="resize_method='area' is not one of tf1_bicubic"):
         configuration.validate(config)
 
 
