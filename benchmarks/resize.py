@@ -10,7 +10,8 @@ Inputs: each photograph's eval crop (centre crop, padding 32) and `--crops` trai
 (this project's before), each kept in float32 (the official eval) or clipped and rounded to uint8 (the
 pipeline's host-to-device transfer). For each pair compared it prints the largest and the mean absolute
 logit difference, the mean absolute logit for scale, and how often the top-1 class and the top-5 set
-agree, then a JSON record of the run.
+agree, the time each resize takes per input (one eager op per crop, median of 3 passes; a shared
+machine makes it an indication), then a JSON record of the run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import argparse
 import functools
 import json
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,6 +83,20 @@ def inputs(cropped: list[tf.Tensor]) -> dict[str, np.ndarray]:
     return result
 
 
+def resize_seconds(cropped: list[tf.Tensor]) -> dict[str, float]:
+    """Median over 3 passes of the seconds per input of each resize, on this process's TF threads."""
+    seconds = {}
+    for name, resize in RESIZES.items():
+        passes = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for crop in cropped:
+                resize(crop).numpy()
+            passes.append((time.perf_counter() - start) / len(cropped))
+        seconds[name] = statistics.median(passes)
+    return seconds
+
+
 def compare(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
     difference = np.abs(first - second)
     top5 = lambda logits: np.sort(np.argsort(-logits, axis=1)[:, :5], axis=1)  # noqa: E731
@@ -124,6 +141,8 @@ def main(argv=None) -> None:
         **{photo: float(pixel_difference[row].mean()) for photo, row in zip(photographs, eval_rows)},
         "all inputs": float(pixel_difference.mean()),
     }
+    record["resize seconds per input"] = resize_seconds(cropped)
+    print("resize seconds per input:", json.dumps(record["resize seconds per input"]))
     record["versions"] = {"jax": jax.__version__, "tensorflow": tf.__version__}
     print(json.dumps(record))
 
