@@ -352,8 +352,10 @@ def resize(image: tf.Tensor, image_size: int, method: str) -> tf.Tensor:
     pixels; on the official Lite0 weights the rounding moves the logits by far less than the resize
     method does (BENCHMARKS.md, "Resizing"), so it stays.
     """
-    if method == "tf1_bicubic":
-        resized = tf.compat.v1.image.resize_bicubic(image[tf.newaxis], [image_size, image_size])[0]
+    if method == "tf1_bicubic":  # the kernel of tf.compat.v1.image.resize_bicubic, without its deprecation notice
+        resized = tf.raw_ops.ResizeBicubic(
+            images=image[tf.newaxis], size=[image_size, image_size], align_corners=False, half_pixel_centers=False
+        )[0]
     elif method in RESIZE_METHODS:
         resized = tf.image.resize(image, [image_size, image_size], method=method)
     else:
