@@ -42,7 +42,7 @@ from absl import app, flags
 
 from benchmarks.machine import cpu_model
 from configs import default
-from efficientnet_jax import input_pipeline
+from efficientnet_jax import configuration, input_pipeline
 
 # (height, width) of typical ImageNet photographs (the median is about 375x500).
 SOURCE_SIZES = ((375, 500), (500, 375), (333, 500), (500, 500))
@@ -54,6 +54,10 @@ flags.DEFINE_integer("image_size", 224, "Training resolution (224 for B0, 380 fo
 flags.DEFINE_enum("augment", "none", ["none", "autoaugment", "randaugment"], "Augmentation policy.")
 flags.DEFINE_bool(
     "augment_on_device", False, "The host's work when the step augments: decode+crop+resize only."
+)
+flags.DEFINE_enum(
+    "resize_method", None, ["tf1_bicubic", "bicubic", "bilinear"],
+    "config.resize_method of the full pipeline (default: the recipe's, TF1 bicubic for B0).",
 )
 flags.DEFINE_integer("threads", 1, "tf.data private thread pool size; 1 gives the per-core figure.")
 flags.DEFINE_integer("num_images", 320, "Images timed, after one warm-up batch.")
@@ -177,6 +181,7 @@ def host_stages(config: ml_collections.ConfigDict) -> dict[str, Callable[[tf.Ten
     work up to the resize, and for the reduced-resolution decodes."""
     epoch_seed = _epoch_seed(config)
     size = config.image_size
+    resize_method = configuration.resolve_preprocessing(config).resize_method
 
     def decode(index, image_bytes):
         return tf.io.decode_jpeg(image_bytes, channels=3)
@@ -192,7 +197,7 @@ def host_stages(config: ml_collections.ConfigDict) -> dict[str, Callable[[tf.Ten
     def reduced_decode_crop_resize(index, image_bytes):
         box = _crop_box(image_bytes, _crop_seed(epoch_seed, index), config)
         return input_pipeline.resize(
-            reduced_decode_and_crop(image_bytes, box, allowed_ratio(box, size)), size
+            reduced_decode_and_crop(image_bytes, box, allowed_ratio(box, size)), size, resize_method
         )
 
     stages = {"decode": decode, "decode_crop": decode_crop, "decode_crop_resize": decode_crop_resize}
@@ -241,7 +246,11 @@ def crop_statistics(jpegs: Sequence[bytes], config: ml_collections.ConfigDict, n
         exact = input_pipeline.train_image(
             image_bytes, tf.random.experimental.stateless_fold_in(epoch_seed, index), config
         )
-        reduced = input_pipeline.resize(reduced_decode_and_crop(image_bytes, box, ratio), size)
+        reduced = input_pipeline.resize(
+            reduced_decode_and_crop(image_bytes, box, ratio),
+            size,
+            configuration.resolve_preprocessing(config).resize_method,
+        )
         difference = tf.abs(tf.cast(exact, tf.int32) - tf.cast(reduced, tf.int32))
         return ratio, tf.minimum(box[2], box[3]), tf.reduce_mean(tf.cast(difference, tf.float32))
 
@@ -324,6 +333,7 @@ def main(argv: Sequence[str]) -> None:
         )
     else:
         config = benchmark_config(FLAGS.image_size, FLAGS.augment, FLAGS.augment_on_device)
+        config.resize_method = FLAGS.resize_method
         rate, count = images_per_second(
             train_batches(jpegs, config, FLAGS.num_images + BATCH_SIZE, FLAGS.threads)
         )
@@ -332,6 +342,7 @@ def main(argv: Sequence[str]) -> None:
             images_per_second_per_core=round(rate / FLAGS.threads, 1),
             augment=FLAGS.augment,
             augment_on_device=FLAGS.augment_on_device,
+            resize_method=configuration.resolve_preprocessing(config).resize_method,
             images_timed=count,
         )
     record["load_average_1min_end"] = round(os.getloadavg()[0], 2)

@@ -56,11 +56,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.crop_aspect_range = (3 / 4, 4 / 3)
     config.crop_min_object_covered = 0.1
     config.crop_max_attempts = 10
-    config.eval_crop_padding = 32
-    # How evaluation crops and resizes (input_pipeline.eval_image): 'efficientnet' (centre crop with
-    # eval_crop_padding, bicubic) | 'efficientnetv2' (V2-S..XL's: no crop from 320 pixels up, bilinear)
-    # | 'efficientnetv2_finetune' (the whole image, bilinear: V2's ImageNet-21k weights fine-tuned on ImageNet).
-    config.eval_preprocessing = "efficientnet"
+    # A failed random crop (every attempt rejected) becomes the eval crop, as in EfficientNet's
+    # `_decode_and_random_crop`; False keeps the whole image, as EfficientNetV2's `preprocess_for_train`.
+    config.crop_fallback_to_center = True
+    # How evaluation crops and how both train and eval resize (input_pipeline.eval_image, resize). None
+    # follows the weights: what the checkpoint eval.py evaluates (or this job resumes) records, else the
+    # official code's for the variant (configuration.resolve_preprocessing). eval_preprocessing:
+    # 'efficientnet' (centre crop with eval_crop_padding) | 'efficientnetv2' (V2-S..XL's: no crop from
+    # 320 pixels up) | 'efficientnetv2_finetune' (the whole image: V2's ImageNet-21k weights fine-tuned on
+    # ImageNet). eval_crop_padding: pixels (None: 32). resize_method: 'tf1_bicubic' (EfficientNet's) |
+    # 'bilinear' (EfficientNetV2's own) | 'bicubic' (TF2's, which this project used before).
+    config.eval_preprocessing = config_dict.placeholder(str)
+    config.eval_crop_padding = config_dict.placeholder(int)
+    config.resize_method = config_dict.placeholder(str)
     config.cache_eval = False
     config.augment = config_dict.placeholder(str)  # None | 'autoaugment' | 'randaugment'
     config.randaugment_num_layers = 2

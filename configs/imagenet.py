@@ -18,7 +18,7 @@ magnitudes 5, 6.7, 8.3, 10). `--config.progressive.num_stages=0` trains at the f
 import ml_collections
 
 from configs import default
-from efficientnet_jax import provenance, scaling
+from efficientnet_jax import scaling
 
 # The official code's RandAugment magnitude: 10 by default, larger for the biggest variants, whose
 # higher resolution and capacity want stronger regularisation.
@@ -60,6 +60,17 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
         # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
-    # The eval crop and resize with which the official code evaluated the variant's ImageNet weights.
-    config.eval_preprocessing = provenance.official_eval_preprocessing(spec.name)
+    baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
+    if baseline.eval_preprocessing == "efficientnetv2":
+        # V2-S..XL's own train crop (google/automl efficientnetv2/preprocessing.py, `preprocess_for_train`:
+        # `sample_distorted_bounding_box` with area_range (0.05, 1.0), min_object_covered 0, no boxes,
+        # and TF's defaults aspect_ratio_range (0.75, 1.33) and max_attempts 100; a failed crop keeps the
+        # whole image). V2-B0..B3 train with EfficientNet's ('effnetv1_autoaug', preprocess_legacy.py).
+        config.crop_area_range = (0.05, 1.0)
+        config.crop_aspect_range = (0.75, 1.33)
+        config.crop_min_object_covered = 0.0
+        config.crop_max_attempts = 100
+        config.crop_fallback_to_center = False
+    # The eval crop and the resize stay unset: the official ones for the variant (V2-S..XL: the whole
+    # image from 320 pixels up, bilinear), or what an evaluated checkpoint records.
     return config

@@ -27,6 +27,13 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from efficientnet_jax import errors, progressive, steps
+from efficientnet_jax.configuration import (
+    EVAL_PREPROCESSINGS,
+    OFFICIAL_RESIZE_METHODS,
+    REFERENCE_EVAL_CROP_PADDING,
+    RESIZE_METHODS,
+    Preprocessing,
+)
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION, InputNormalization
 from efficientnet_jax.scaling import ModelSpec, StageSpec
@@ -37,12 +44,18 @@ FINAL_METRICS_FILE = "final_metrics.json"  # written by train_and_evaluate when 
 PROGRESSIVE_LEARNING_ITEM = "progressive_learning"  # the stage schedule of a job with progressive learning
 # The TrainState fields holding the variables evaluated with each choice of --weights.
 WEIGHT_FIELDS = {"ema": ("ema_params", "ema_batch_stats"), "raw": ("params", "batch_stats")}
-# The eval crop of the released checkpoints (padding 32 at every resolution): what a checkpoint that
-# does not record its own was evaluated with.
-REFERENCE_EVAL_CROP_PADDING = 32
-# EfficientNet's eval crop and resize (input_pipeline.EVAL_PREPROCESSINGS): what a checkpoint that does
-# not record its own was evaluated with.
+# EfficientNet's eval crop (configuration.EVAL_PREPROCESSINGS): what a checkpoint that does not record
+# its own was evaluated with (as REFERENCE_EVAL_CROP_PADDING is its padding).
 REFERENCE_EVAL_PREPROCESSING = "efficientnet"
+# The resize that a checkpoint written before records held one was trained and evaluated with, for each
+# eval preprocessing: TF2's `tf.image.resize`, bicubic for EfficientNet's crop, bilinear for V2's.
+# Reading it so keeps such a checkpoint's evaluation what it was, and a resumed job training as it
+# did; the official EfficientNet resize ('tf1_bicubic') is what checkpoints record since.
+UNRECORDED_RESIZE_METHODS = {
+    "efficientnet": "bicubic",
+    "efficientnetv2": "bilinear",
+    "efficientnetv2_finetune": "bilinear",
+}
 
 T = TypeVar("T")
 
@@ -100,14 +113,16 @@ class ModelRecord:
     a checkpoint is usable without the config that wrote it (prediction.py).
 
     Checkpoints written before a field existed read it as what they were made with: ImageNet's
-    normalisation (the only one the input pipeline applied), the reference's crop and resize, no
-    class names. The eval preprocessing is written only when it is not that reference's."""
+    normalisation (the only one the input pipeline applied), the reference's crop, TF2's resize
+    (`UNRECORDED_RESIZE_METHODS`), no class names. The eval preprocessing is written only when it is
+    not that reference's."""
 
     spec: dict[str, Any]  # as saved: older specs lack newer fields (`complete_saved_spec`)
     input_normalization: InputNormalization = IMAGENET_NORMALIZATION
     eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING
     class_names: tuple[str, ...] | None = None
     eval_preprocessing: str = REFERENCE_EVAL_PREPROCESSING
+    resize_method: str = UNRECORDED_RESIZE_METHODS[REFERENCE_EVAL_PREPROCESSING]
 
     @classmethod
     def of(
@@ -117,9 +132,14 @@ class ModelRecord:
         eval_crop_padding: int = REFERENCE_EVAL_CROP_PADDING,
         class_names: Sequence[str] | None = None,
         eval_preprocessing: str = REFERENCE_EVAL_PREPROCESSING,
+        resize_method: str | None = None,
     ) -> ModelRecord:
+        """`resize_method` None: the official one of `eval_preprocessing` (OFFICIAL_RESIZE_METHODS)."""
         names = None if class_names is None else tuple(class_names)
-        return cls(spec_to_json(spec), input_normalization, eval_crop_padding, names, eval_preprocessing)
+        resize_method = resize_method or OFFICIAL_RESIZE_METHODS[eval_preprocessing]
+        return cls(
+            spec_to_json(spec), input_normalization, eval_crop_padding, names, eval_preprocessing, resize_method
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The spec's fields, and beside them the record's own (no ModelSpec field bears their names)."""
@@ -132,6 +152,7 @@ class ModelRecord:
             record["class_names"] = list(self.class_names)
         if self.eval_preprocessing != REFERENCE_EVAL_PREPROCESSING:
             record["eval_preprocessing"] = self.eval_preprocessing
+        record["resize_method"] = self.resize_method
         return json.loads(json.dumps(record))
 
     @classmethod
@@ -141,6 +162,7 @@ class ModelRecord:
         eval_crop_padding = spec.pop("eval_crop_padding", REFERENCE_EVAL_CROP_PADDING)
         class_names = spec.pop("class_names", None)
         eval_preprocessing = spec.pop("eval_preprocessing", REFERENCE_EVAL_PREPROCESSING)
+        resize_method = spec.pop("resize_method", UNRECORDED_RESIZE_METHODS[eval_preprocessing])
         return cls(
             spec=spec,
             input_normalization=(
@@ -151,10 +173,14 @@ class ModelRecord:
             eval_crop_padding=eval_crop_padding,
             class_names=None if class_names is None else tuple(class_names),
             eval_preprocessing=eval_preprocessing,
+            resize_method=resize_method,
         )
 
     def model_spec(self) -> ModelSpec:
         return spec_from_json(self.spec)
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.eval_preprocessing, self.eval_crop_padding, self.resize_method)
 
 
 def describe_spec(description: dict[str, Any]) -> str:
@@ -342,6 +368,25 @@ def read_input_normalization(step_directory: str) -> InputNormalization:
         lambda: normalization_to_array(IMAGENET_NORMALIZATION),
     )
     return normalization_from_array(array)
+
+
+def read_preprocessing(step_directory: str) -> Preprocessing:
+    """How the weights at `step_directory` were evaluated (crop, padding, resize), read by process 0
+    and given to every host (as indices into the known names: a broadcast carries numbers)."""
+
+    def as_array(preprocessing: Preprocessing) -> np.ndarray:
+        return np.array([
+            EVAL_PREPROCESSINGS.index(preprocessing.eval_preprocessing),
+            preprocessing.eval_crop_padding,
+            RESIZE_METHODS.index(preprocessing.resize_method),
+        ], np.int32)
+
+    array = on_coordinator(
+        lambda: as_array(read_model_record(step_directory).preprocessing()),
+        lambda: as_array(ModelRecord(spec={}).preprocessing()),
+    )
+    crop, padding, resize = (int(value) for value in array)
+    return Preprocessing(EVAL_PREPROCESSINGS[crop], padding, RESIZE_METHODS[resize])
 
 
 def read_variables(location: CheckpointLocation, spec: ModelSpec, weights: str) -> dict[str, Any]:

@@ -4,6 +4,8 @@ TensorFlow, no input pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 from absl import logging
 
@@ -11,6 +13,7 @@ from efficientnet_jax import errors
 from efficientnet_jax.model import create_model
 from efficientnet_jax.normalizations import NAMED_NORMALIZATIONS, InputNormalization, describe_normalization
 from efficientnet_jax.scaling import (
+    Baseline,
     ModelSpec,
     baseline_fields,
     get_baseline,
@@ -141,14 +144,21 @@ def configured_input_normalization(config: ml_collections.ConfigDict) -> InputNo
     return parse_input_normalization(value) if value else None
 
 
-def baseline_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization:
-    """What the released weights of the config's baseline network expect (`scaling.Baseline`): the
-    normalisation of a network trained from scratch, when the config names none."""
+def config_baseline(config: ml_collections.ConfigDict) -> Baseline:
+    """The config's baseline network (`config.model.baseline`, else the variant's own), whose record
+    of its released weights (`scaling.Baseline`: normalisation, eval preprocessing) a network trained
+    from scratch follows where the config sets none."""
     try:
         own_baseline = variant_coefficients(config.model.variant).baseline
-        return get_baseline(config.model.baseline or own_baseline).normalization
+        return get_baseline(config.model.baseline or own_baseline)
     except ValueError as error:
         raise ConfigError(f"config.model: {error}") from error
+
+
+def baseline_input_normalization(config: ml_collections.ConfigDict) -> InputNormalization:
+    """What the released weights of the config's baseline network expect: the normalisation of a
+    network trained from scratch, when the config names none."""
+    return config_baseline(config).normalization
 
 
 def resolve_input_normalization(
@@ -174,6 +184,113 @@ def resolve_input_normalization(
     return configured
 
 
+# How evaluation crops (`config.eval_preprocessing`, input_pipeline.eval_crop_box): each released family of
+# weights was evaluated one way.
+EVAL_PREPROCESSINGS = ("efficientnet", "efficientnetv2", "efficientnetv2_finetune")
+# How images are resized to the network's size, in training and evaluation (`config.resize_method`,
+# input_pipeline.resize): 'tf1_bicubic' is TF1's `tf.compat.v1.image.resize_bicubic` (no half-pixel
+# centres), 'bicubic' and 'bilinear' TF2's `tf.image.resize` (half-pixel centres).
+RESIZE_METHODS = ("tf1_bicubic", "bicubic", "bilinear")
+# The official code's resize for each eval preprocessing, in training and evaluation alike.
+# tensorflow/tpu models/official/efficientnet/preprocessing.py `_resize_image`: without a
+# `resize_method` (imagenet_input.py passes none) `tf.image.resize_bicubic` of tf.compat.v1, in
+# `_decode_and_random_crop` and `_decode_and_center_crop`; google/automl efficientnetv2/preprocess_legacy.py
+# (V2-B0..B3's 'effnetv1_autoaug') the same. efficientnetv2/preprocessing.py `preprocess_for_train`,
+# `preprocess_for_eval` and `preprocess_for_finetune`: `tf.image.resize` at its default, bilinear.
+OFFICIAL_RESIZE_METHODS = {
+    "efficientnet": "tf1_bicubic",
+    "efficientnetv2": "bilinear",
+    "efficientnetv2_finetune": "bilinear",
+}
+# What the eval crop padding is when neither the config nor the weights say (the released
+# checkpoints' 32 at every resolution).
+REFERENCE_EVAL_CROP_PADDING = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a job crops and resizes its images: its fields are the config keys of the same names, and
+    a checkpoint's model record keeps them (checkpointing.ModelRecord)."""
+
+    eval_preprocessing: str
+    eval_crop_padding: int
+    resize_method: str
+
+    def describe(self) -> str:
+        crop = f"{self.eval_preprocessing} crop (padding {self.eval_crop_padding})"
+        return f"{crop}, {self.resize_method} resize"
+
+
+def _configured_preprocessing(config: ml_collections.ConfigDict) -> dict[str, str | int]:
+    """The preprocessing keys the config sets (None, or '' from a command line, leaves one unset),
+    checked."""
+    configured = {
+        field.name: config[field.name]
+        for field in dataclasses.fields(Preprocessing)
+        if config[field.name] is not None and config[field.name] != ""
+    }
+    for key, known in (("eval_preprocessing", EVAL_PREPROCESSINGS), ("resize_method", RESIZE_METHODS)):
+        if key in configured and configured[key] not in known:
+            raise ConfigError(
+                f"config.{key}={configured[key]!r} is not one of {', '.join(known)}; set one of them, or "
+                f"leave it unset to follow the weights."
+            )
+    if configured.get("eval_crop_padding", 0) < 0:
+        padding = configured["eval_crop_padding"]
+        raise ConfigError(f"config.eval_crop_padding must be 0 or positive, got {padding}.")
+    return configured
+
+
+def resolve_preprocessing(
+    config: ml_collections.ConfigDict,
+    weights_preprocessing: Preprocessing | None = None,
+    weights_source: str = "",
+) -> Preprocessing:
+    """How a job crops and resizes: each key the config sets (config.eval_preprocessing,
+    config.eval_crop_padding, config.resize_method), else what the evaluated or resumed weights were
+    evaluated with (`weights_preprocessing`, saved with the checkpoint at `weights_source`), else the
+    official code's for the config's baseline network (`scaling.Baseline.eval_preprocessing`, padding
+    32, `OFFICIAL_RESIZE_METHODS`). The resize follows the weights only with their crop: a config that
+    sets another crop and no resize gets that crop's official resize. A set value that differs from
+    the weights' is used as asked, with a warning, as for the input normalisation
+    (`resolve_input_normalization`): weights evaluated on other pixels than they were made for lose
+    accuracy without failing."""
+    configured = _configured_preprocessing(config)
+    if weights_preprocessing is None:
+        followed = {
+            "eval_preprocessing": config_baseline(config).eval_preprocessing,
+            "eval_crop_padding": REFERENCE_EVAL_CROP_PADDING,
+        }
+    else:
+        followed = dataclasses.asdict(weights_preprocessing)
+    resolved = {**followed, **configured}
+    if "resize_method" not in configured and (
+        weights_preprocessing is None or resolved["eval_preprocessing"] != followed["eval_preprocessing"]
+    ):
+        resolved["resize_method"] = OFFICIAL_RESIZE_METHODS[resolved["eval_preprocessing"]]
+    preprocessing = Preprocessing(**resolved)
+    if weights_preprocessing is not None and preprocessing != weights_preprocessing:
+        differing = [key for key in configured if configured[key] != followed[key]]
+        logging.warning(
+            "%s differs from %s, the preprocessing the weights of %s were evaluated with; using %s as set. "
+            "Unset %s to follow the weights.",
+            ", ".join(f"config.{key}={configured[key]}" for key in differing), weights_preprocessing.describe(),
+            weights_source, preprocessing.describe(), ", ".join(f"config.{key}" for key in differing),
+        )
+    return preprocessing
+
+
+def with_preprocessing(
+    config: ml_collections.ConfigDict, preprocessing: Preprocessing
+) -> ml_collections.ConfigDict:
+    """A copy of `config` whose preprocessing keys hold `preprocessing`: what the input pipeline of a
+    job that resolved them (from its weights) is built from."""
+    copy = config.copy_and_resolve_references()
+    for key, value in dataclasses.asdict(preprocessing).items():
+        copy[key] = value
+    return copy
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     positive = ("batch_size", "eval_batch_size", "image_size", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints")
@@ -197,6 +314,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "config.augment_on_device=False."
         )
     configured_input_normalization(config)
+    _configured_preprocessing(config)
     validate_fine_tuning(config)
 
 

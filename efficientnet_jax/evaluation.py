@@ -6,8 +6,8 @@ efficientnet_jax.pretrained`. Evaluation restores from `state` only the two coll
 (orbax partial restore): it reads neither the optimizer state nor the other weights, so it works
 whatever optimizer wrote the checkpoint. Batches come from the config's eval pipeline (padded and
 masked) and go through `steps.eval_step` pmapped over every local device, whose sums are psummed
-over all hosts, so every example of the split counts exactly once. The images are normalised as the
-checkpoint's weights were trained (its saved normalisation) unless the config sets another.
+over all hosts, so every example of the split counts exactly once. The images are cropped, resized
+and normalised as the checkpoint's weights were (its model record) unless the config sets otherwise.
 
 Only process 0 reads checkpoint files and writes results; what it read is broadcast to the other
 hosts, as in checkpointing.py.
@@ -52,6 +52,7 @@ class Evaluator:
         configuration.configured_input_normalization(config)  # a bad value fails before anything is read
         num_classes = input_pipeline.get_builder(config).info.features["label"].num_classes
         self.spec = model_spec_from_config(config, num_classes)
+        configuration.resolve_preprocessing(config)
         self._p_eval_steps: dict[InputNormalization, Callable] = {}
 
     def _p_eval_step(self, normalization: InputNormalization) -> Callable:
@@ -76,15 +77,21 @@ class Evaluator:
 
     def evaluate(self, location: CheckpointLocation, weights: str) -> dict[str, Any]:
         """top1, top5, loss (mean, no label smoothing), num_examples, step, weights, split,
-        checkpoint, input_normalization (its name, or its values), images_per_second."""
+        checkpoint, input_normalization (its name, or its values), preprocessing (crop, padding and
+        resize, in words), images_per_second."""
         if weights not in WEIGHT_FIELDS:
             raise ValueError(f"weights must be one of {sorted(WEIGHT_FIELDS)}, got {weights!r}.")
         where = location.step_directory
         normalization = configuration.resolve_input_normalization(
             self.config, checkpointing.read_input_normalization(where), where
         )
+        preprocessing = configuration.resolve_preprocessing(
+            self.config, checkpointing.read_preprocessing(where), where
+        )
         # The split and the batch size are checked before the weights are read.
-        batches, _ = input_pipeline.create_eval_iterator(self.config, self.split)
+        batches, _ = input_pipeline.create_eval_iterator(
+            configuration.with_preprocessing(self.config, preprocessing), self.split
+        )
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
             lambda: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)),
@@ -102,6 +109,7 @@ class Evaluator:
             "split": self.split,
             "checkpoint": location.step_directory,
             "input_normalization": describe_normalization(normalization),
+            "preprocessing": preprocessing.describe(),
             "images_per_second": metrics["num_examples"] / seconds,
         }
 

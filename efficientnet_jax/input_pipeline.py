@@ -44,7 +44,13 @@ from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
 from efficientnet_jax import augment, augment_policies, batch_mixing, errors
-from efficientnet_jax.configuration import train_image_size
+from efficientnet_jax.configuration import (
+    EVAL_PREPROCESSINGS,
+    RESIZE_METHODS,
+    Preprocessing,
+    resolve_preprocessing,
+    train_image_size,
+)
 from efficientnet_jax.datasets import image_folder
 
 
@@ -237,9 +243,6 @@ def center_crop_box(
     return tf.stack([offset_y, offset_x, side, side])
 
 
-# How evaluation crops and resizes (`config.eval_preprocessing`, and a checkpoint's model record):
-# each released family of weights was evaluated one way (`eval_image`).
-EVAL_PREPROCESSINGS = ("efficientnet", "efficientnetv2", "efficientnetv2_finetune")
 # google/automl efficientnetv2/preprocessing.py crops only images evaluated below this size.
 EFFICIENTNETV2_CROP_BELOW_SIZE = 320
 
@@ -282,11 +285,14 @@ def random_crop_box(
 
 
 def train_crop_box(image_shape: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDict) -> CropBox:
-    """The reference train crop: a random crop, or the eval crop if it failed.
+    """The reference train crop: a random crop, or, with config.crop_fallback_to_center, the eval crop
+    if it failed.
 
-    A sampled box that is the whole image means every attempt failed (the
-    reference rule); an uncropped image would then be squashed to a square,
-    so the centre crop is used instead.
+    A sampled box that is the whole image means every attempt failed (the rule of EfficientNet's
+    `_decode_and_random_crop`, tensorflow/tpu models/official/efficientnet/preprocessing.py); an
+    uncropped image would then be squashed to a square, so the centre crop is used instead.
+    EfficientNetV2's `preprocess_for_train` (google/automl efficientnetv2/preprocessing.py) keeps the
+    whole image.
     """
     sampled = random_crop_box(
         image_shape,
@@ -296,12 +302,18 @@ def train_crop_box(image_shape: tf.Tensor, seed: tf.Tensor, config: ml_collectio
         min_object_covered=config.crop_min_object_covered,
         max_attempts=config.crop_max_attempts,
     )
+    if not config.crop_fallback_to_center:
+        return sampled
     is_whole_image = tf.logical_and(
         tf.equal(sampled[2], image_shape[0]), tf.equal(sampled[3], image_shape[1])
     )
     return tf.where(
         is_whole_image,
-        center_crop_box(image_shape, image_size=train_image_size(config), padding=config.eval_crop_padding),
+        center_crop_box(
+            image_shape,
+            image_size=train_image_size(config),
+            padding=resolve_preprocessing(config).eval_crop_padding,
+        ),
         sampled,
     )
 
@@ -326,15 +338,30 @@ def decode_and_crop(image_bytes: tf.Tensor, crop_box_fn: Callable[[tf.Tensor], C
     return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other_format)
 
 
-def resize(image: tf.Tensor, image_size: int, method: str = "bicubic") -> tf.Tensor:
-    """Resize to a square (bicubic: EfficientNet's; EfficientNetV2's own preprocessing is
-    bilinear), back to uint8.
+def resize(image: tf.Tensor, image_size: int, method: str) -> tf.Tensor:
+    """Resize to a square with `method` (one of RESIZE_METHODS), back to uint8.
 
-    Bicubic interpolation overshoots [0, 255], so values are clipped; rounding
-    to uint8 lets augmentations work on the usual pixel type and keeps a cached
-    eval split four times smaller than float32.
+    'tf1_bicubic' is the official EfficientNet's `tf.compat.v1.image.resize_bicubic` (preprocessing.py
+    `_resize_image`), whose sample grid has no half-pixel centres: TF2's `tf.image.resize(...,
+    "bicubic")` ('bicubic') samples other points and differs by several grey levels. 'bilinear' is
+    EfficientNetV2's `tf.image.resize` at its default.
+
+    Bicubic interpolation overshoots [0, 255], so values are clipped; rounding to uint8 lets
+    augmentations work on the usual pixel type, keeps a cached eval split four times smaller than
+    float32 and sends a quarter of float32's bytes to the devices. The official eval keeps the float
+    pixels; on the official Lite0 weights the rounding moves the logits by far less than the resize
+    method does (BENCHMARKS.md, "Resizing"), so it stays.
     """
-    resized = tf.image.resize(image, [image_size, image_size], method=method)
+    if method == "tf1_bicubic":  # the kernel of tf.compat.v1.image.resize_bicubic, without its deprecation notice
+        resized = tf.raw_ops.ResizeBicubic(
+            images=image[tf.newaxis], size=[image_size, image_size], align_corners=False, half_pixel_centers=False
+        )[0]
+    elif method in RESIZE_METHODS:
+        resized = tf.image.resize(image, [image_size, image_size], method=method)
+    else:
+        raise DatasetConfigError(
+            f"Unknown resize method {method!r}: one of {', '.join(RESIZE_METHODS)} (config.resize_method)."
+        )
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
@@ -355,31 +382,31 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, config: ml_collections.
     (configuration.train_image_size: EfficientNetV2's, or a progressive-learning stage's, is smaller
     than the eval size).
 
-    Random crop, bicubic resize, random horizontal flip, then the augmentation
-    hook; every random draw is stateless and derived from `seed`. With
+    Random crop (`train_crop_box`), resize (`resolve_preprocessing(config).resize_method`), random
+    horizontal flip, then the augmentation hook; every random draw is stateless and derived from `seed`. With
     config.augment_on_device the flip and the hook are the train step's
     (steps.augment_on_device), and this stops after the resize.
     """
     crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
     image = decode_and_crop(image_bytes, lambda shape: train_crop_box(shape, crop_seed, config))
-    image = resize(image, train_image_size(config))
+    image = resize(image, train_image_size(config), resolve_preprocessing(config).resize_method)
     if config.augment_on_device:
         return image
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return maybe_augment(image, augment_seed, config)
 
 
-def eval_image(
-    image_bytes: tf.Tensor, *, image_size: int, crop_padding: int, preprocessing: str = "efficientnet"
-) -> tf.Tensor:
+def eval_image(image_bytes: tf.Tensor, *, image_size: int, preprocessing: Preprocessing) -> tf.Tensor:
     """Reference eval preprocessing up to normalisation: uint8 [S, S, 3]. The evaluation job and
     prediction (prediction.py) both call it, so a checkpoint sees the same pixels in either.
 
-    `preprocessing` (one of EVAL_PREPROCESSINGS) follows the official code of the weights:
+    The crop, `preprocessing.eval_preprocessing` (one of EVAL_PREPROCESSINGS), follows the official
+    code of the weights, and so, by default, does the resize (`resize`, `preprocessing.resize_method`;
+    configuration.OFFICIAL_RESIZE_METHODS):
 
     * 'efficientnet' (tensorflow/tpu efficientnet/preprocessing.py, and google/automl's
       efficientnetv2/preprocess_legacy.py, with which V2-B0..B3 were trained and evaluated): the
-      centre crop of side size / (size + `crop_padding`) * min(h, w), bicubic resize.
+      centre crop of side size / (size + `eval_crop_padding`) * min(h, w), TF1 bicubic resize.
     * 'efficientnetv2' (google/automl efficientnetv2/preprocessing.py, `preprocess_for_eval`: V2-S, M,
       L and XL, and every ImageNet-21k pre-training): below 320 pixels the same crop (padding 32 in
       the official code, its odd pixel on the other side: `center_crop_box`), from 320 up (V2-S..XL's
@@ -388,18 +415,19 @@ def eval_image(
       ImageNet-21k weights were fine-tuned on ImageNet: datasets.py `ImagenetFt`): the whole image at
       every size, bilinear resize.
     """
-    if preprocessing not in EVAL_PREPROCESSINGS:
+    crop = preprocessing.eval_preprocessing
+    if crop not in EVAL_PREPROCESSINGS:
         raise DatasetConfigError(
-            f"Unknown eval preprocessing {preprocessing!r}: one of {', '.join(EVAL_PREPROCESSINGS)} "
+            f"Unknown eval preprocessing {crop!r}: one of {', '.join(EVAL_PREPROCESSINGS)} "
             f"(config.eval_preprocessing)."
         )
     image = decode_and_crop(
         image_bytes,
         lambda shape: eval_crop_box(
-            shape, image_size=image_size, padding=crop_padding, preprocessing=preprocessing
+            shape, image_size=image_size, padding=preprocessing.eval_crop_padding, preprocessing=crop
         ),
     )
-    return resize(image, image_size, "bicubic" if preprocessing == "efficientnet" else "bilinear")
+    return resize(image, image_size, preprocessing.resize_method)
 
 
 # ----------------------------------------------------------------------------
@@ -683,6 +711,7 @@ def _eval_dataset(
     shard_sizes = [_num_examples(builder, shard) for shard in shards]
     num_batches = math.ceil(max(shard_sizes) / host_batch)
     num_padding = num_batches * host_batch - shard_sizes[process_index]
+    preprocessing = resolve_preprocessing(config)
 
     ds = builder.as_dataset(
         split=shards[process_index],
@@ -695,8 +724,7 @@ def _eval_dataset(
             "image": eval_image(
                 example["image"],
                 image_size=config.image_size,
-                crop_padding=config.eval_crop_padding,
-                preprocessing=config.eval_preprocessing,
+                preprocessing=preprocessing,
             ),
             "label": tf.cast(example["label"], tf.int32),
         },
@@ -756,8 +784,7 @@ def create_eval_iterator(
             config.data_dir,
             split,
             config.image_size,
-            config.eval_crop_padding,
-            config.eval_preprocessing,
+            resolve_preprocessing(config),
             config.eval_batch_size,
             process_index,
             process_count,

@@ -4,7 +4,7 @@ Everything comes from the checkpoint's model record (checkpointing.ModelRecord):
 input normalisation its weights were trained with, the eval crop, and the class names. A training
 workdir, one of its step directories and the weight converter's output all work, without the config
 that made them. Each image goes through the evaluation's own preprocessing (input_pipeline.eval_image,
-with the record's eval preprocessing: EfficientNet's centre crop and bicubic resize, or EfficientNetV2's),
+with the record's crop and resize: EfficientNet's centre crop and TF1 bicubic resize, or EfficientNetV2's),
 then the normalisation; the network runs in float32 whatever precision it was trained in.
 
 Class names: the record's (the training dataset's label names); without them (converter outputs,
@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from efficientnet_jax import checkpointing, input_pipeline, steps
 from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
+from efficientnet_jax.configuration import Preprocessing
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.normalizations import describe_normalization
 from efficientnet_jax.scaling import ModelSpec
@@ -58,25 +59,15 @@ def class_labels(record: ModelRecord, num_classes: int) -> list[tuple[str, str]]
     return [(label, readable.get(label, label)) for label in labels]
 
 
-def image_file_input(
-    path: str,
-    *,
-    image_size: int,
-    crop_padding: int,
-    preprocessing: str = checkpointing.REFERENCE_EVAL_PREPROCESSING,
-) -> np.ndarray:
+def image_file_input(path: str, *, image_size: int, preprocessing: Preprocessing) -> np.ndarray:
     """The uint8 [S, S, 3] pixels of an image file (JPEG, PNG, GIF or BMP) as the evaluation's crop
     and resize make them (the classifier normalises them, as the eval step does). Raises OSError for
     a file that cannot be read, tf.errors.InvalidArgumentError for one that is not a decodable image."""
     with open(path, "rb") as f:
         image_bytes = f.read()
-    image = input_pipeline.eval_image(
-        tf.constant(image_bytes),
-        image_size=image_size,
-        crop_padding=crop_padding,
-        preprocessing=preprocessing,
-    )
-    return image.numpy()
+    return input_pipeline.eval_image(
+        tf.constant(image_bytes), image_size=image_size, preprocessing=preprocessing
+    ).numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +86,7 @@ class Classifier:
     def input_of(self, path: str) -> np.ndarray:
         """`image_file_input` with this checkpoint's image size and eval crop."""
         return image_file_input(
-            path,
-            image_size=self.spec.resolution,
-            crop_padding=self.record.eval_crop_padding,
-            preprocessing=self.record.eval_preprocessing,
+            path, image_size=self.spec.resolution, preprocessing=self.record.preprocessing()
         )
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:

@@ -356,9 +356,10 @@ def stages_from_block_strings(block_strings: Sequence[str]) -> tuple[StageSpec, 
 class Baseline:
     """An unscaled network: what compound scaling starts from. Its widths are scaled by
     `round_filters`, its repeats by `round_repeats`, like B0's, except what `fix_head_stem` keeps
-    (see `ModelSpec`). `normalization` is what its official training fed it (provenance.py has what
-    every published release of weights expects): the default of `config.input_normalization` for a
-    job that starts from no checkpoint.
+    (see `ModelSpec`). `normalization` and `eval_preprocessing` are what its official training fed it
+    and how the official code crops it for evaluation (one of configuration.EVAL_PREPROCESSINGS;
+    provenance.py has what every published release of weights expects): the defaults of
+    `config.input_normalization` and `config.eval_preprocessing` for a job that starts from no checkpoint.
     `batch_norm_momentum` is what its official training used; a variant takes it (`variant_spec`),
     a training config states its own (`config.model.batch_norm_momentum`, which
     `configs/imagenet.py` sets from the variant)."""
@@ -371,15 +372,20 @@ class Baseline:
     normalization: InputNormalization = IMAGENET_NORMALIZATION
     min_filters_fraction: float = MIN_FILTERS_FRACTION
     batch_norm_momentum: float = 0.99
+    eval_preprocessing: str = "efficientnet"
 
 
 def efficientnetv2_baseline(
-    block_strings: Sequence[str], normalization: InputNormalization = EFFICIENTNETV2_NORMALIZATION
+    block_strings: Sequence[str],
+    normalization: InputNormalization = EFFICIENTNETV2_NORMALIZATION,
+    eval_preprocessing: str = "efficientnetv2",
 ) -> Baseline:
     """An EfficientNetV2 network as google/automl's effnetv2_model.py builds it: the stem takes the
     first stage's input width, the head 1280 filters, both scaled like every width (no
     `fix_head_stem`) by a `round_filters` without EfficientNet's 10% floor; SiLU (= swish); batch
-    norm momentum 0.9 (hparams.py; epsilon 1e-3 as EfficientNet's)."""
+    norm momentum 0.9 (hparams.py; epsilon 1e-3 as EfficientNet's). V2-S..XL's ImageNet training
+    uses its own preprocessing (efficientnetv2/preprocessing.py); V2-B0..B3's uses EfficientNet's
+    (effnetv2_configs.py 'effnetv1_autoaug': preprocess_legacy.py)."""
     stages = stages_from_block_strings(block_strings)
     return Baseline(
         stages,
@@ -389,6 +395,7 @@ def efficientnetv2_baseline(
         normalization=normalization,
         min_filters_fraction=0.0,
         batch_norm_momentum=0.9,
+        eval_preprocessing=eval_preprocessing,
     )
 
 
@@ -426,7 +433,9 @@ BASELINES = {
         normalization=EDGE_NORMALIZATION,
     ),
     "mobilenetv2": Baseline(stages_from_block_strings(MOBILENET_V2_BLOCKS), 32, 1280, "relu6"),
-    "efficientnetv2-base": efficientnetv2_baseline(EFFICIENTNETV2_BASE_BLOCKS, IMAGENET_NORMALIZATION),
+    "efficientnetv2-base": efficientnetv2_baseline(
+        EFFICIENTNETV2_BASE_BLOCKS, IMAGENET_NORMALIZATION, eval_preprocessing="efficientnet"
+    ),
     "efficientnetv2-s": efficientnetv2_baseline(EFFICIENTNETV2_S_BLOCKS),
     "efficientnetv2-m": efficientnetv2_baseline(EFFICIENTNETV2_M_BLOCKS),
     "efficientnetv2-l": efficientnetv2_baseline(EFFICIENTNETV2_L_BLOCKS),

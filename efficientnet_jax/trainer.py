@@ -208,23 +208,31 @@ def train_and_evaluate(
         state = steps.create_train_state(init_rng, model, config.image_size, tx)
         start_step, state = checkpointer.resume(state, spec)
         # The weights' normalisation: the one this job saved (resuming), or the pretrained checkpoint's.
-        weights_normalization, weights_source = None, ""
+        # The crop and resize: the ones this job saved (resuming), else the config's or the variant's, not
+        # the pretrained checkpoint's: fine-tuning trains on another dataset, and the official fine-tuning
+        # of EfficientNetV2 (efficientnetv2/datasets.py `ImagenetFt`) preprocesses otherwise than its
+        # weights' eval.
+        weights_normalization, weights_preprocessing, weights_source = None, None, ""
         if start_step:
             logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
             weights_source = os.path.join(checkpointer.directory, str(start_step))
             weights_normalization = checkpointing.read_input_normalization(weights_source)
+            weights_preprocessing = checkpointing.read_preprocessing(weights_source)
             checkpointing.check_same_schedule(weights_source, saved_schedule)
         elif pretrained is not None:
             state = finetuning.start_from(state, pretrained, tx)
             logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
             weights_normalization, weights_source = pretrained_normalization, config.init_checkpoint
         normalization = configuration.resolve_input_normalization(config, weights_normalization, weights_source)
+        preprocessing = configuration.resolve_preprocessing(config, weights_preprocessing, weights_source)
+        config = configuration.with_preprocessing(config, preprocessing)  # what the input pipelines read
         model_record = checkpointing.ModelRecord.of(
             spec,
             normalization,
-            config.eval_crop_padding,
+            preprocessing.eval_crop_padding,
             builder.info.features["label"].names,
-            config.eval_preprocessing,
+            preprocessing.eval_preprocessing,
+            preprocessing.resize_method,
         )
         if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
             with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -18,7 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from efficientnet_jax import checkpointing, evaluation, finetuning, normalizations, pretrained, trainer
+from efficientnet_jax import (
+    checkpointing, configuration, evaluation, finetuning, normalizations, pretrained, scaling, trainer,
+)
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.checkpoint_damage import DAMAGES, damage_array_files
@@ -169,11 +171,57 @@ def test_evaluation_follows_the_normalisation_saved_with_the_weights(
     record_fields = ("input_normalization", "eval_crop_padding", "class_names")
     old = {key: value for key, value in saved.items() if key not in record_fields}
     metadata.write_text(json.dumps(old))
-    assert checkpointing.read_model_record(str(copy)) == checkpointing.ModelRecord(spec=old)
+    spec = {key: value for key, value in old.items() if key != "resize_method"}
+    assert checkpointing.read_model_record(str(copy)) == checkpointing.ModelRecord(
+        spec=spec, resize_method=old["resize_method"]
+    )
     from_old = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "ema")
     assert from_old["input_normalization"] == "imagenet"
     for key in ("top1", "top5", "loss"):
         np.testing.assert_allclose(from_old[key], default[key], rtol=1e-6, err_msg=key)
+
+
+def preprocessing_warnings(caplog):
+    messages = [record.getMessage() for record in caplog.records]
+    return [message for message in messages if "the preprocessing the weights of" in message]
+
+
+def test_evaluation_follows_the_eval_preprocessing_saved_with_the_weights(
+    workdir, evaluator, data_dir, tmp_path, caplog
+):
+    """The job saved the crop and resize it resolved (the tiny config sets the quick start's padding 0
+    and leaves the crop and resize unset: B0's official, TF1 bicubic). A record saying EfficientNetV2's
+    eval (its crop, bilinear resize) is evaluated so by a config that leaves configs/default.py's
+    preprocessing keys unset, without a warning: the metrics are those of the original checkpoint
+    evaluated by a config that sets V2's eval, and differ from the original's own. That config, set
+    against the original's record, is used, with a warning naming both."""
+    location = checkpointing.locate_checkpoint(workdir)
+    assert checkpointing.read_preprocessing(location.step_directory) == configuration.Preprocessing(
+        "efficientnet", 0, "tf1_bicubic"
+    )
+    own = evaluator.evaluate(location, "raw")  # the EMA of three steps is near the uniform prediction
+    copy = shutil.copytree(location.step_directory, tmp_path / "3")
+    metadata = copy / "model" / "metadata"
+    saved = json.loads(metadata.read_text())
+    v2_record = {**saved, "eval_preprocessing": "efficientnetv2", "resize_method": "bilinear"}
+    metadata.write_text(json.dumps(v2_record))
+    assert (evaluator.config.eval_preprocessing, evaluator.config.resize_method) == (None, None)
+    caplog.clear()
+    followed = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "raw")
+    assert followed["preprocessing"] == "efficientnetv2 crop (padding 0), bilinear resize"
+    assert not preprocessing_warnings(caplog)
+    # Other pixels, same weights: the three-step network is near the uniform prediction, so the loss
+    # moves little (3.3e-5 measured), still a hundred times a float32 rounding of the mean.
+    assert abs(followed["loss"] - own["loss"]) > 1e-6
+
+    v2_config = tiny_config(data_dir, eval_preprocessing="efficientnetv2", resize_method="bilinear")
+    explicit = evaluation.Evaluator(v2_config).evaluate(location, "raw")
+    assert explicit["preprocessing"] == followed["preprocessing"]
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(explicit[key], followed[key], rtol=1e-6, err_msg=key)
+    (warning,) = preprocessing_warnings(caplog)
+    assert "config.eval_preprocessing=efficientnetv2, config.resize_method=bilinear differs from " in warning
+    assert "efficientnet crop (padding 0), tf1_bicubic resize, the preprocessing the weights of" in warning
 
 
 def test_a_spec_saved_before_fused_blocks_and_fix_head_stem_existed_reads_as_the_mbconv_network():

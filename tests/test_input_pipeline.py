@@ -23,12 +23,14 @@ import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import default
+from configs import default, imagenet
 from efficientnet_jax import augment, augment_policies, input_pipeline
+from efficientnet_jax.configuration import Preprocessing
 from efficientnet_jax.datasets import sklearn_digits
 
 FAKE_IMAGENET_SPLIT_SIZES = {"train": 40, "validation": 50}
 CHINA_JPEG_SHAPE = (427, 640, 3)
+EFFICIENTNET = Preprocessing("efficientnet", 32, "tf1_bicubic")  # the official EfficientNet eval
 
 
 def make_config(**overrides) -> ml_collections.ConfigDict:
@@ -306,7 +308,9 @@ def test_eval_batches_are_the_reference_eval_crop_pixels(digits_data_dir):
     builder = input_pipeline.get_builder(config)
     first = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()}).take(1)
     image_bytes = next(iter(first))["image"]
-    pixels = input_pipeline.eval_image(image_bytes, image_size=32, crop_padding=0).numpy()
+    pixels = input_pipeline.eval_image(
+        image_bytes, image_size=32, preprocessing=Preprocessing("efficientnet", 0, "tf1_bicubic")
+    ).numpy()
     batches, _ = input_pipeline.create_eval_iterator(config, **hosts)
     np.testing.assert_array_equal(next(batches)["image"][0, 0], pixels)
     train = next(input_pipeline.create_train_iterator(config, **hosts))["image"]
@@ -477,13 +481,105 @@ def test_impossible_random_crop_falls_back_to_center_crop():
     np.testing.assert_array_equal(box.numpy(), center.numpy())
 
 
+def as_pipeline_pixels(image: tf.Tensor) -> np.ndarray:
+    """The official float pixels as the pipeline sends them: clipped to [0, 255], rounded to uint8."""
+    return np.round(np.clip(image.numpy(), 0.0, 255.0)).astype(np.uint8)
+
+
+def official_v1_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+    """tensorflow/tpu models/official/efficientnet/preprocessing.py `_decode_and_center_crop` with
+    CROP_PADDING 32 (the released checkpoints'), its float pixels: the side in float32, truncated; the
+    odd pixel of the margin above and left; TF1's bicubic resize (`_resize_image` without a method)."""
+    height, width, _ = tf.image.extract_jpeg_shape(image_bytes).numpy()
+    side = int(np.float32(image_size / (image_size + 32)) * np.float32(min(height, width)))
+    window = [(height - side + 1) // 2, (width - side + 1) // 2, side, side]
+    image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    return tf.compat.v1.image.resize_bicubic([image], [image_size, image_size])[0]
+
+
+def test_v1_eval_image_is_the_official_center_crop_and_tf1_bicubic_resize(china_jpeg):
+    """Bit for bit the official eval's pixels once rounded, and several grey levels from TF2's
+    bicubic resize of the same crop (what this pipeline did before)."""
+    official = official_v1_center_crop(china_jpeg, 224)
+    ours = input_pipeline.eval_image(china_jpeg, image_size=224, preprocessing=EFFICIENTNET).numpy()
+    np.testing.assert_array_equal(ours, as_pipeline_pixels(official))
+    tf2 = input_pipeline.eval_image(
+        china_jpeg, image_size=224, preprocessing=Preprocessing("efficientnet", 32, "bicubic")
+    ).numpy()
+    assert np.abs(ours.astype(int) - tf2.astype(int)).mean() > 1.0
+
+
+@pytest.mark.parametrize(
+    "aspect_range, falls_back", [((3 / 4, 4 / 3), False), ((0.05, 0.05), True)]  # 1:20 cannot cover 8%
+)
+def test_v1_train_crop_with_a_fixed_seed_is_the_official_random_crop(china_jpeg, aspect_range, falls_back):
+    """preprocessing.py `_decode_and_random_crop`: `sample_distorted_bounding_box` of the whole image
+    (min_object_covered 0.1, the aspect range, area (0.08, 1), 10 attempts), the fused JPEG crop, and
+    when the box is the whole image (at least 3 of h, w, c equal) `_decode_and_center_crop` instead;
+    TF1's bicubic resize. The sampler is the stateless one with the crop's seed (the pipeline's draws
+    are stateless, for bit-exact resume), the official code's is stateful: same op, seeded."""
+    config = make_config(image_size=224, crop_aspect_range=aspect_range, augment_on_device=True)
+    seed = tf.constant([5, 6], tf.int64)
+    crop_seed = tf.random.experimental.stateless_split(seed, num=3)[0]
+    shape = tf.image.extract_jpeg_shape(china_jpeg)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=crop_seed,
+        min_object_covered=0.1,
+        aspect_ratio_range=aspect_range,
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    cropped = tf.image.decode_and_crop_jpeg(china_jpeg, window, channels=3)
+    bad = int(np.sum(shape.numpy() == np.array(tf.shape(cropped)))) >= 3
+    assert bad == falls_back
+    official = (
+        official_v1_center_crop(china_jpeg, 224)
+        if bad
+        else tf.compat.v1.image.resize_bicubic([cropped], [224, 224])[0]
+    )
+    ours = input_pipeline.train_image(china_jpeg, seed, config).numpy()
+    np.testing.assert_array_equal(ours, as_pipeline_pixels(official))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_v2_train_crop_is_the_official_efficientnetv2_crop_and_bilinear_resize(seed):
+    """V2-S's config: google/automl efficientnetv2/preprocessing.py `preprocess_for_train`'s crop,
+    `sample_distorted_bounding_box` with no boxes, area (0.05, 1), min_object_covered 0 and TF's default
+    aspect range and attempts, sliced out of the decoded image with no fallback, then `tf.image.resize`
+    (bilinear) to the train size. On a PNG: the official code decodes JPEGs in full before slicing,
+    whose first and last columns can differ from the fused JPEG crop's (test_fused_jpeg_crop_equals_...)."""
+    photograph = sklearn.datasets.load_sample_image("flower.jpg")
+    png = tf.io.encode_png(photograph)
+    config = imagenet.get_config("v2-s")
+    config.train_image_size = 64
+    assert config.augment_on_device  # the host stops after the resize
+    image_seed = tf.constant([seed, 3], tf.int64)
+    crop_seed = tf.random.experimental.stateless_split(image_seed, num=3)[0]
+    decoded = tf.image.decode_image(png, channels=3)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(decoded),
+        tf.zeros([0, 0, 4], tf.float32),
+        seed=crop_seed,
+        area_range=(0.05, 1.0),
+        min_object_covered=0,
+        use_image_if_no_bounding_boxes=True,
+    )
+    official = tf.image.resize(tf.slice(decoded, begin, size), [64, 64])
+    ours = input_pipeline.train_image(png, image_seed, config).numpy()
+    np.testing.assert_array_equal(ours, as_pipeline_pixels(official))
+
+
 def test_train_and_eval_images_are_uint8_squares(china_jpeg):
     config = make_config(image_size=64)
     seed = tf.constant([5, 6], tf.int64)
     train = input_pipeline.train_image(china_jpeg, seed, config)
     assert train.shape == (64, 64, 3) and train.dtype == tf.uint8
     np.testing.assert_array_equal(train.numpy(), input_pipeline.train_image(china_jpeg, seed, config).numpy())
-    evaluated = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
+    evaluated = input_pipeline.eval_image(china_jpeg, image_size=64, preprocessing=EFFICIENTNET)
     assert evaluated.shape == (64, 64, 3) and evaluated.dtype == tf.uint8
 
 
@@ -496,12 +592,13 @@ def test_with_augmentation_on_the_device_the_host_stops_after_the_resize(china_j
     crop_only = input_pipeline.train_image(image_bytes, seed, on_device).numpy()
     crop_seed = tf.random.experimental.stateless_split(seed, num=3)[0]
     box = lambda shape: input_pipeline.train_crop_box(shape, crop_seed, on_device)  # noqa: E731
-    expected = input_pipeline.resize(input_pipeline.decode_and_crop(image_bytes, box), 32).numpy()
+    cropped = input_pipeline.decode_and_crop(image_bytes, box)
+    expected = input_pipeline.resize(cropped, 32, "tf1_bicubic").numpy()
     np.testing.assert_array_equal(crop_only, expected)
 
 
 def test_augment_hook_applies_the_configured_policy(china_jpeg):
-    image = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
+    image = input_pipeline.eval_image(china_jpeg, image_size=64, preprocessing=EFFICIENTNET)
     seed = tf.constant([3, 4], tf.int64)
     assert input_pipeline.maybe_augment(image, seed, make_config()) is image
     config = make_config(augment="randaugment", randaugment_num_layers=2, randaugment_magnitude=9.0)
@@ -518,7 +615,7 @@ def test_randaugment_takes_the_configs_pixel_constants(china_jpeg):
     """config.randaugment_{translate,cutout}_const reach the host's RandAugment: every seed gives the
     policy at those constants, and the seeds that draw a translation or cutout differ from the
     reference's 100/40."""
-    image = input_pipeline.eval_image(china_jpeg, image_size=64, crop_padding=32)
+    image = input_pipeline.eval_image(china_jpeg, image_size=64, preprocessing=EFFICIENTNET)
     config = make_config(augment="randaugment", randaugment_translate_const=14, randaugment_cutout_const=6)
     small = augment_policies.PolicyConstants(cutout_const=6, translate_const=14)
     differs_from_reference = 0

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from efficientnet_jax import checkpointing, input_pipeline, prediction, trainer
+from efficientnet_jax.configuration import Preprocessing
 from efficientnet_jax.model import model_spec
 from efficientnet_jax.pretrained import write_checkpoint
 from efficientnet_jax.normalizations import EDGE_NORMALIZATION, IMAGENET_NORMALIZATION
@@ -134,7 +135,11 @@ def test_a_converter_output_is_classified_as_imagenet_on_its_own_normalisation(i
         assert guess["probability"] == pytest.approx(1 / 1000, rel=1e-6)
     classifier = prediction.load_classifier(out_dir, weights="raw")
     assert classifier.record.input_normalization == EDGE_NORMALIZATION
-    pixels = input_pipeline.eval_image(tf.io.read_file(images["digit.jpg"]), image_size=224, crop_padding=32)
+    # The converter records the official eval: EfficientNet's crop, padding 32, TF1's bicubic resize.
+    assert classifier.record.preprocessing() == Preprocessing("efficientnet", 32, "tf1_bicubic")
+    pixels = input_pipeline.eval_image(
+        tf.io.read_file(images["digit.jpg"]), image_size=224, preprocessing=classifier.record.preprocessing()
+    )
     np.testing.assert_array_equal(classifier.input_of(images["digit.jpg"]), pixels.numpy())
 
 

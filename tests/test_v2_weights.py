@@ -19,8 +19,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import imagenet
-from efficientnet_jax import checkpointing, input_pipeline, normalizations, prediction, pretrained, scaling
+from configs import default, imagenet
+from efficientnet_jax import (
+    checkpointing, configuration, input_pipeline, normalizations, prediction, pretrained, scaling,
+)
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
 from tests.weight_helpers import (
@@ -121,9 +123,40 @@ def test_each_v2_training_has_the_official_normalisation_and_eval_preprocessing(
     ],
 )
 def test_imagenet_configs_evaluate_as_the_official_code(variant, eval_preprocessing):
+    """Unset in the config, so that a checkpoint's own is followed; a job from scratch resolves the
+    official crop, padding and resize of its variant."""
     config = imagenet.get_config(variant)
-    assert config.eval_preprocessing == eval_preprocessing
-    assert config.eval_crop_padding == 32
+    assert (config.eval_preprocessing, config.eval_crop_padding, config.resize_method) == (None, None, None)
+    assert configuration.resolve_preprocessing(config) == configuration.Preprocessing(
+        eval_preprocessing, 32, configuration.OFFICIAL_RESIZE_METHODS[eval_preprocessing]
+    )
+
+
+def test_the_preprocessing_is_the_configs_else_the_weights_else_the_baselines(caplog):
+    """configs/default.py leaves the crop, padding and resize unset: a job from scratch takes its
+    baseline's official ones (B0: EfficientNet's crop, padding 32, TF1 bicubic), an evaluation the
+    checkpoint's, without a word. A key the config sets wins, with a warning naming both; a crop set
+    without a resize brings that crop's official resize."""
+    config = default.get_config()
+    v2_weights = configuration.Preprocessing("efficientnetv2", 32, "bilinear")
+    official_b0 = configuration.Preprocessing("efficientnet", 32, "tf1_bicubic")
+    assert configuration.resolve_preprocessing(config) == official_b0
+    caplog.clear()
+    assert configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s") == v2_weights
+    assert not caplog.records
+    config.eval_preprocessing = "efficientnet"
+    assert configuration.resolve_preprocessing(config, v2_weights, "/runs/v2s") == official_b0
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning.startswith(
+        "config.eval_preprocessing=efficientnet differs from efficientnetv2 crop (padding 32), bilinear "
+        "resize, the preprocessing the weights of /runs/v2s were evaluated with; using efficientnet crop "
+        "(padding 32), tf1_bicubic resize as set."
+    )
+    config.resize_method = "bicubic"
+    assert configuration.resolve_preprocessing(config, v2_weights).resize_method == "bicubic"
+    config.resize_method = "area"
+    with pytest.raises(configuration.ConfigError, match="resize_method='area' is not one of tf1_bicubic"):
+        configuration.validate(config)
 
 
 # --- The eval crop of google/automl efficientnetv2/preprocessing.py ----------------------------------
@@ -150,14 +183,17 @@ def official_crop(pixels: np.ndarray, image_size: int, round_offsets_up: bool) -
 
 
 def resized(pixels: np.ndarray, image_size: int, method: str) -> np.ndarray:
-    image = tf.image.resize(pixels, [image_size, image_size], method=method)
+    if method == "tf1_bicubic":  # tensorflow/tpu efficientnet/preprocessing.py `_resize_image`
+        image = tf.compat.v1.image.resize_bicubic([pixels], [image_size, image_size])[0]
+    else:
+        image = tf.image.resize(pixels, [image_size, image_size], method=method)
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8).numpy()
 
 
 @pytest.mark.parametrize(
     "preprocessing, image_size, crop, method",
     [
-        ("efficientnet", 224, "up", "bicubic"),
+        ("efficientnet", 224, "up", "tf1_bicubic"),
         ("efficientnetv2", 224, "down", "bilinear"),  # below 320: the crop, its odd pixel below
         ("efficientnetv2", 319, "down", "bilinear"),
         ("efficientnetv2", 320, None, "bilinear"),  # from 320 up: the whole image, squashed
@@ -170,7 +206,11 @@ def test_eval_image_crops_and_resizes_as_the_official_code(
     image_bytes, pixels = png_and_pixels
     expected = pixels if crop is None else official_crop(pixels, image_size, round_offsets_up=crop == "up")
     actual = input_pipeline.eval_image(
-        image_bytes, image_size=image_size, crop_padding=32, preprocessing=preprocessing
+        image_bytes,
+        image_size=image_size,
+        preprocessing=configuration.Preprocessing(
+            preprocessing, 32, configuration.OFFICIAL_RESIZE_METHODS[preprocessing]
+        ),
     ).numpy()
     np.testing.assert_array_equal(actual, resized(expected, image_size, method))
 
@@ -179,20 +219,30 @@ def test_an_unknown_eval_preprocessing_is_refused_naming_the_known_ones(png_and_
     with pytest.raises(
         input_pipeline.DatasetConfigError, match="efficientnet, efficientnetv2, efficientnetv2_finetune"
     ):
-        input_pipeline.eval_image(png_and_pixels[0], image_size=32, crop_padding=32, preprocessing="timm")
+        input_pipeline.eval_image(
+            png_and_pixels[0], image_size=32, preprocessing=configuration.Preprocessing("timm", 32, "bilinear")
+        )
 
 
 # --- The checkpoint: classes, normalisation and eval preprocessing in its record ----------------------
 
 
 def test_the_record_keeps_the_eval_preprocessing_and_writes_it_only_when_not_efficientnets():
+    """The crop is written only when it is not EfficientNet's, the resize always (by default the
+    crop's official one). A record written before the resize was (no `resize_method`) reads as TF2's
+    resize, which its job trained and evaluated with: bicubic for EfficientNet's crop, bilinear for V2's."""
     spec = model_spec("v2-s", num_classes=21843)
     record = checkpointing.ModelRecord.of(spec, V2, eval_preprocessing="efficientnetv2")
     assert checkpointing.ModelRecord.from_json(record.to_json()) == record
     assert record.model_spec().num_classes == 21843
+    assert record.preprocessing() == configuration.Preprocessing("efficientnetv2", 32, "bilinear")
     reference = checkpointing.ModelRecord.of(model_spec("b0"), IMAGENET)
     assert "eval_preprocessing" not in reference.to_json()
+    assert reference.to_json()["resize_method"] == "tf1_bicubic"
     assert checkpointing.ModelRecord.from_json(reference.to_json()).eval_preprocessing == "efficientnet"
+    for written, unrecorded_resize in ((reference, "bicubic"), (record, "bilinear")):
+        old = {key: value for key, value in written.to_json().items() if key != "resize_method"}
+        assert checkpointing.ModelRecord.from_json(old).resize_method == unrecorded_resize
 
 
 def test_a_21k_checkpoint_evaluated_on_a_1000_class_dataset_is_one_line_naming_both_and_the_ways_out():
