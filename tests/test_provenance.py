@@ -32,10 +32,11 @@ def test_every_release_names_known_variants_normalisations_and_preprocessings():
 
 
 def test_a_family_trains_from_scratch_as_its_imagenet_weights_were_trained():
-    """scaling.BASELINES' normalisation (the default of config.input_normalization) agrees with the
-    table's ImageNet release of every family that has one."""
+    """scaling.BASELINES' normalisation and eval preprocessing (the defaults of config.input_normalization
+    and config.eval_preprocessing) agree with the table's ImageNet release of every family that has one."""
     for variant in scaling.VARIANTS:
         release = provenance.release(variant)
         baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
         assert provenance.weights_normalization(variant) == baseline.normalization, variant
+        assert release.eval_preprocessing == baseline.eval_preprocessing, variant
         assert release.training in (provenance.IN1K, provenance.IN21K), variant  # V2-XL: ImageNet-21k only
