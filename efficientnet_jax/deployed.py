@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,10 +154,9 @@ def saved_model_runner(path: str, num_threads: int | None = None) -> Callable[[n
     if num_threads:
         tf.config.threading.set_intra_op_parallelism_threads(num_threads)
     loaded = tf.saved_model.load(path)
-    dtype = loaded.logits.input_signature[0].dtype.as_numpy_dtype
 
     def run(inputs: np.ndarray) -> np.ndarray:
-        return loaded.logits(tf.constant(inputs.astype(dtype))).numpy()
+        return loaded.logits(tf.constant(inputs)).numpy()
 
     return run
 
@@ -203,3 +202,33 @@ def load(model_path: str, num_threads: int | None = None) -> DeployedModel:
             f"Running a {description.format} model needs {error.name}: pip install -r requirements-export.txt"
         ) from error
     return DeployedModel(model_path, description, run)
+
+
+def predict(model_path: str, image_paths: Sequence[str], top_k: int = 5) -> dict[str, Any]:
+    """prediction.predict with an exported file: the same preprocessing (its checkpoint's, from the
+    sidecar), the same keys, and "exported" and "format" beside them."""
+    from efficientnet_jax import prediction, scaling
+
+    model = load(model_path)
+    record = model.description.model_record()
+    spec = record.model_spec()
+
+    def input_of(path: str) -> np.ndarray:
+        return prediction.image_file_input(
+            path,
+            image_size=spec.resolution,
+            crop_padding=record.eval_crop_padding,
+            preprocessing=record.eval_preprocessing,
+        )
+
+    labels = prediction.class_labels(record, spec.num_classes)
+    return {
+        "exported": model_path,
+        "format": f"{model.description.format} ({model.description.quantization})",
+        "checkpoint": model.description.checkpoint,
+        "step": model.description.step,
+        "weights": model.description.weights,
+        "model": spec.name,
+        "input_normalization": scaling.describe_normalization(record.input_normalization),
+        "predictions": prediction.classify_files(input_of, model.logits, labels, image_paths, top_k),
+    }
