@@ -91,8 +91,8 @@ def _dequantize(values: np.ndarray, quantization: tuple[float, int] | None) -> n
 
 
 def litert_runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Batch -> float32 logits with the LiteRT interpreter. A fixed-batch model runs a larger batch in
-    pieces of its batch size."""
+    """Batch -> float32 logits with the LiteRT interpreter. A fixed-batch model runs any batch in pieces
+    of its size, the last one padded."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=num_threads)
@@ -105,12 +105,12 @@ def litert_runner(path: str, num_threads: int | None = None) -> Callable[[np.nda
     def run(inputs: np.ndarray) -> np.ndarray:
         outputs = []
         for start in range(0, len(inputs), batch):
-            interpreter.set_tensor(
-                input_detail["index"],
-                _quantize(inputs[start : start + batch], input_quantization, input_detail["dtype"]),
-            )
+            piece = inputs[start : start + batch]
+            padded = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), piece.dtype)])
+            interpreter.set_tensor(input_detail["index"], _quantize(padded, input_quantization, input_detail["dtype"]))
             interpreter.invoke()
-            outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_quantization))
+            logits = interpreter.get_tensor(output_detail["index"])[: len(piece)]
+            outputs.append(_dequantize(logits, output_quantization))
         return np.concatenate(outputs)
 
     return run

@@ -318,10 +318,8 @@ def export(
     calibration_data: str | None = None,
     check_images: int = 8,
 ) -> tuple[Description, Check]:
-    """Writes the checkpoint's network to `output` (a file; a directory for a SavedModel) and its
-    sidecar, loads it back in its runtime and compares it with the JAX classifier on the first
-    `check_images` real images (the calibration source's). Raises ExportError when a float32 export
-    differs by more than FLOAT_TOLERANCE."""
+    """`export_classifier` for a checkpoint (as predict.py takes it), on images of its dataset or of
+    `calibration_data`: the first `check_images` for the check, `calibration_images` for int8."""
     check_options(format, quantization, batch, input)
     _writable(output)
     classifier = prediction.load_classifier(checkpoint, weights, step)
@@ -331,6 +329,27 @@ def export(
         if calibration_data
         else dataset_images(classifier, needed)
     )
+    return export_classifier(
+        classifier, format, output, images, quantization=quantization, batch=batch, input=input, check_images=check_images
+    )
+
+
+def export_classifier(
+    classifier: prediction.Classifier,
+    format: str,
+    output: str,
+    images: np.ndarray,
+    *,
+    quantization: str = "none",
+    batch: str = "1",
+    input: str = "float",
+    check_images: int = 8,
+) -> tuple[Description, Check]:
+    """Writes the classifier's deploy form to `output` (a file; a directory for a SavedModel) and its
+    sidecar, loads it back in its runtime and compares it with the classifier on the first
+    `check_images` of `images` (uint8 eval crops; all of them calibrate int8). Raises ExportError when
+    a float32 export differs by more than FLOAT_TOLERANCE."""
+    check_options(format, quantization, batch, input)
     description = Description(
         format=format,
         quantization=quantization,
@@ -339,7 +358,7 @@ def export(
         record=classifier.record.to_json(),
         checkpoint=classifier.location.step_directory,
         step=classifier.location.step,
-        weights=weights,
+        weights=classifier.weights,
     )
     function = deploy_function(classifier, input)
     input_shape = (classifier.spec.resolution, classifier.spec.resolution, 3)
