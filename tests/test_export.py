@@ -13,16 +13,12 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientnet_jax import checkpointing, deployed, export, prediction, steps
-from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
-from efficientnet_jax.model import EfficientNet, model_spec
-from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
+from benchmarks.deploy import random_classifier
+from efficientnet_jax import checkpointing, deployed, export, prediction
 
 pytestmark = pytest.mark.export
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,29 +38,6 @@ def photographs() -> list[str]:
 
     matplotlib_photo = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     return [*load_sample_images().filenames, matplotlib_photo]
-
-
-def random_classifier(variant: str, **overrides) -> prediction.Classifier:
-    """The variant with random weights and random batch-norm statistics, as prediction.load_classifier
-    would return it from a checkpoint."""
-    spec = model_spec(variant, num_classes=10, **overrides)
-    model = EfficientNet(spec)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, spec.resolution, spec.resolution, 3)))
-    # means around 0, variances around 1: a network whose activations stay of order 1
-    key = jax.random.key(1)
-    variables = {
-        **variables,
-        "batch_stats": jax.tree.map_with_path(
-            lambda path, leaf: jax.random.uniform(jax.random.fold_in(key, leaf.size), leaf.shape, minval=0.5, maxval=2.0)
-            if path[-1].key == "var"
-            else 0.1 * jax.random.normal(jax.random.fold_in(key, leaf.size + 1), leaf.shape),
-            variables["batch_stats"],
-        ),
-    }
-    record = ModelRecord.of(spec, IMAGENET_NORMALIZATION, eval_crop_padding=0)
-    forward = jax.jit(lambda v, pixels: model.apply(v, steps.normalize(pixels, IMAGENET_NORMALIZATION), train=False))
-    location = CheckpointLocation(f"random {variant}", 0, "")
-    return prediction.Classifier(location, record, spec, "ema", variables, forward)
 
 
 def crops(classifier: prediction.Classifier) -> np.ndarray:
