@@ -2,7 +2,7 @@
 
     python benchmarks/deploy.py --variants=efficientnet-b0,lite0,edgetpu-s,v2-b0 --latency_repeats=20
 
-For each variant (random weights and batch-norm statistics: speed does not depend on their values)
+For each variant (random weights, batch norm recalibrated: speed does not depend on their values)
 it exports, with efficientnet_jax.export, LiteRT float32 and full-integer int8 (uint8 pixels in,
 calibrated on crops of the three photographs the environment ships) at batch 1 and ONNX with a
 dynamic batch; each export's own check against JAX runs as it is written. Then a fresh process per
@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,8 +39,11 @@ RUNTIMES = ("jax", "onnx", "litert_float32", "litert_int8")
 
 
 def random_classifier(variant: str, **overrides):
-    """The variant with random weights and random batch-norm statistics (means about 0, variances in
-    [0.5, 2]), as prediction.load_classifier returns a checkpoint's network."""
+    """The variant with random weights and batch-norm statistics recalibrated on crops of the
+    photographs (the statistics of one batch of them), as prediction.load_classifier returns a
+    checkpoint's network: activations of a trained network's scale, which random statistics are not."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
 
@@ -53,22 +55,18 @@ def random_classifier(variant: str, **overrides):
     spec = model_spec(variant, num_classes=1000, **overrides)
     model = EfficientNet(spec)
     variables = model.init(jax.random.key(0), jnp.zeros((1, spec.resolution, spec.resolution, 3)))
-    key = jax.random.key(1)
-
-    def statistic(path, leaf):
-        leaf_key = jax.random.fold_in(key, zlib.crc32(jax.tree_util.keystr(path).encode()))
-        if path[-1].key == "var":
-            return jax.random.uniform(leaf_key, leaf.shape, minval=0.5, maxval=2.0)
-        return 0.1 * jax.random.normal(leaf_key, leaf.shape)
-
-    variables = {**variables, "batch_stats": jax.tree.map_with_path(statistic, variables["batch_stats"])}
+    # momentum 0: the moving statistics become the batch's; no dropout or stochastic depth
+    calibrating = EfficientNet(dataclasses.replace(spec, batch_norm_momentum=0.0, dropout_rate=0.0, drop_connect_rate=0.0))
+    images = steps.normalize(photograph_crops(spec.resolution, 8), IMAGENET_NORMALIZATION)
+    _, recalibrated = calibrating.apply(variables, images, train=True, mutable=["batch_stats"])
+    variables = {**variables, **recalibrated}
     record = ModelRecord.of(spec, IMAGENET_NORMALIZATION, eval_crop_padding=0)
     forward = jax.jit(lambda v, pixels: model.apply(v, steps.normalize(pixels, IMAGENET_NORMALIZATION), train=False))
     return prediction.Classifier(CheckpointLocation(f"random {variant}", 0, ""), record, spec, "ema", variables, forward)
 
 
-def photograph_crops(classifier, count: int):
-    """uint8 eval crops of `count` random squares of the environment's photographs."""
+def photograph_crops(resolution: int, count: int):
+    """uint8 [count, resolution, resolution, 3]: random squares of the environment's photographs."""
     import matplotlib
     import numpy as np
     import tensorflow as tf
@@ -82,7 +80,7 @@ def photograph_crops(classifier, count: int):
         photo = photos[index % len(photos)]
         side = rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2]))
         top, left = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
-        crop = tf.image.resize(photo[top : top + side, left : left + side], [classifier.spec.resolution] * 2, "bicubic")
+        crop = tf.image.resize(photo[top : top + side, left : left + side], [resolution] * 2, "bicubic")
         crops.append(np.clip(np.round(crop.numpy()), 0, 255).astype(np.uint8))
     return np.stack(crops)
 
@@ -94,7 +92,7 @@ def write_exports(directory: str) -> dict:
     checks = {}
     for variant in FLAGS.variants:
         classifier = random_classifier(variant)
-        images = photograph_crops(classifier, 32)
+        images = photograph_crops(classifier.spec.resolution, 32)
         for name, format, quantization, batch in [
             ("onnx", "onnx", "none", "dynamic"),
             ("litert_float32", "litert", "none", "1"),
@@ -129,7 +127,7 @@ def time_exports(directory: str, threads: int) -> dict:
     results = {}
     for variant in FLAGS.variants:
         classifier = random_classifier(variant)
-        one = photograph_crops(classifier, 1)
+        one = photograph_crops(classifier.spec.resolution, 1)
         many = np.concatenate([one] * BATCH)
         runners = {"jax": lambda x: jax.block_until_ready(classifier.forward(classifier.variables, x))}
         for runtime in RUNTIMES[1:]:
