@@ -117,10 +117,11 @@ def litert_runner(path: str, num_threads: int | None = None) -> Callable[[np.nda
 
 
 def quantization_of(detail: dict[str, Any]) -> tuple[float, int] | None:
-    """(scale, zero point) of an integer tensor; None for a float one."""
-    if np.issubdtype(detail["dtype"], np.floating):
-        return None
+    """(scale, zero point) of a quantised tensor; None for a float one or plain integers (scale 0: the
+    uint8 pixels a float graph with `input='uint8'` casts itself)."""
     scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.floating) or scale == 0:
+        return None
     return float(scale), int(zero_point)
 
 

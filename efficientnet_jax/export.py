@@ -261,7 +261,7 @@ def write_saved_model(function: Callable, input_shape: tuple, batch: str, input:
 
     module = tf.Module()
     _, module.logits = _tensorflow_function(function, input_shape, tf.uint8 if input == "uint8" else tf.float32, batch)
-    module.metadata = tf.constant(text)
+    module.metadata = tf.Variable(text, trainable=False)
     tf.saved_model.save(module, path)
 
 
