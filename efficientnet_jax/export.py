@@ -6,6 +6,8 @@ same function computed from the variables the way a runtime wants it (`deploy_fu
 
 - the `xla` depthwise convolution, one op per layer, whatever `auto` picks for training on this
   machine (the `shift` form becomes hundreds of slices in the exported graph);
+- 1x1 convolutions of 1x1 maps (squeeze-and-excitation's) as convolution ops: the model's flattened
+  matrix product becomes there a rank-4 BATCH_MATMUL the converter rejects;
 - batch norm folded into the convolution before it (kernel times gamma / sqrt(var + eps), the rest a
   bias), so the converter sees convolution, bias, activation, fuses them, and full-integer
   quantisation calibrates the folded weights per channel: unfolded, the int8 Lite0 lost top-1 on a
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from efficientnet_jax import deployed, prediction
+from efficientnet_jax import deployed, layers, prediction
 from efficientnet_jax.deployed import Description
 from efficientnet_jax.model import EfficientNet
 
@@ -94,10 +96,17 @@ def fold_batch_norm(variables: dict[str, Any], epsilon: float) -> dict[str, Any]
     return {"params": fold(as_numpy["params"], as_numpy["batch_stats"])}
 
 
-def _batch_norm_as_bias(next_fun, args, kwargs, context):
-    """Flax method interceptor: a batch norm adds its (folded) bias and does nothing else."""
-    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+def _deploy_form(next_fun, args, kwargs, context):
+    """Flax method interceptor: a batch norm adds its (folded) bias and does nothing else; a 1x1
+    convolution of a 1x1 map (squeeze-and-excitation's, a small image's last) is a convolution op:
+    LiteRT's converter turns the flattened matrix product there into a rank-4 BATCH_MATMUL it rejects."""
+    if context.method_name == "__call__" and isinstance(context.module, nn.BatchNorm):
         return args[0] + context.module.get_variable("params", "bias")
+    if context.method_name == "__call__" and isinstance(context.module, layers.PointwiseConv) and args[0].shape[1:3] == (1, 1):
+        kernel = context.module.get_variable("params", "kernel")
+        bias = context.module.get_variable("params", "bias")
+        outputs = jax.lax.conv_general_dilated(args[0], kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return outputs if bias is None else outputs + bias
     return next_fun(*args, **kwargs)
 
 
@@ -113,7 +122,7 @@ def deploy_function(classifier: prediction.Classifier, input: str) -> Callable[[
     def logits(images: jax.Array) -> jax.Array:
         if input == "uint8":
             images = (images.astype(jnp.float32) - mean) / std
-        with nn.intercept_methods(_batch_norm_as_bias):
+        with nn.intercept_methods(_deploy_form):
             return model.apply(variables, images, train=False)
 
     return logits

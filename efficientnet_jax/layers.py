@@ -191,11 +191,7 @@ class PointwiseConv(nn.Conv):
 class SqueezeExcite(nn.Module):
     """Channel gating: mean over H, W; 1x1 conv down to `reduced_filters` (computed by the caller
     from the block's *input* filters, as the reference does) with the block's activation; 1x1 conv
-    back to the expanded width; sigmoid; multiply.
-
-    The gate stays [N, C] between the mean and the multiply: the same products as on [N, 1, 1, C]
-    (`PointwiseConv` flattens to [N, C] either way), but the graph exported to LiteRT then holds a
-    2-D matrix product, where a [N, 1, 1, C] one becomes a rank-4 BATCH_MATMUL the converter rejects."""
+    back to the expanded width; sigmoid; multiply."""
 
     reduced_filters: int
     activation: str = "swish"
@@ -204,10 +200,10 @@ class SqueezeExcite(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         conv = functools.partial(PointwiseConv, kernel_init=conv_kernel_init, dtype=self.dtype)
-        gate = jnp.mean(x, axis=(1, 2))
+        gate = jnp.mean(x, axis=(1, 2), keepdims=True)
         gate = ACTIVATIONS[self.activation](conv(self.reduced_filters, name="reduce")(gate))
         gate = conv(x.shape[-1], name="expand")(gate)
-        return x * nn.sigmoid(gate)[:, None, None, :]
+        return x * nn.sigmoid(gate)
 
 
 class StochasticDepth(nn.Module):

@@ -24,8 +24,6 @@ pytestmark = pytest.mark.export
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("efficientnet-b0", "lite0", "edgetpu-s", "v2-b0")
 # Tiny widths: Lite0's stem stays 32 wide (fix_head_stem), which a block width below 0.5 does not fit.
-# 48 pixels leave a 2x2 last feature map: on a 1x1 one, LiteRT's converter turns the 1x1 convolutions'
-# matrix products into a rank-4 BATCH_MATMUL it then rejects.
 TINY = {variant: dict(width=0.25, depth=0.25, resolution=48) for variant in VARIANTS} | {
     "lite0": dict(width=0.5, depth=0.25, resolution=48)
 }
