@@ -1,7 +1,8 @@
 """Classify image files: `python predict.py --checkpoint=/runs/b0 cat.jpg dog.png`.
 
 --checkpoint is a training workdir (its newest step, or --step=N), a step directory, or the output of
-`python -m efficientnet_jax.pretrained`; the network, the input normalisation, the eval crop and the
+`python -m efficientnet_jax.pretrained`; or --model=FILE is a .tflite or .onnx file export.py wrote,
+run in its own runtime (requirements-export.txt) with its sidecar's record. The network, the input normalisation, the eval crop and the
 class names come from the checkpoint, so no --config is needed. Prints the --top_k classes of each
 image and writes them all as JSON to --output. An image that cannot be read or decoded is reported by
 name and the others are still classified; the run then ends with a line naming those images and exit
@@ -15,14 +16,14 @@ from efficientnet_jax import console  # before anything imports TensorFlow: cons
 # isort: split
 from absl import app, flags, logging
 
-from efficientnet_jax import checkpointing, prediction
+from efficientnet_jax import checkpointing, deployed, prediction
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "checkpoint",
-    None,
-    "A workdir (newest step, or --step), a step directory, or a converter output.",
-    required=True,
+    "checkpoint", None, "A workdir (newest step, or --step), a step directory, or a converter output."
+)
+flags.DEFINE_string(
+    "model", None, "Instead of --checkpoint: a file export.py wrote (.tflite, .onnx), beside its .json sidecar."
 )
 flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to use (default: the newest).")
 flags.DEFINE_enum(
@@ -60,7 +61,12 @@ def run(image_paths: list[str]) -> None:
         )
     if FLAGS.top_k < 1:
         raise app.UsageError(f"--top_k must be at least 1, got {FLAGS.top_k}.")
-    results = prediction.predict(FLAGS.checkpoint, image_paths, FLAGS.top_k, FLAGS.weights, FLAGS.step)
+    if (FLAGS.checkpoint is None) == (FLAGS.model is None):
+        raise app.UsageError("Give either --checkpoint=DIR or --model=FILE (an export), not both or neither.")
+    if FLAGS.model:
+        results = deployed.predict(FLAGS.model, image_paths, FLAGS.top_k)
+    else:
+        results = prediction.predict(FLAGS.checkpoint, image_paths, FLAGS.top_k, FLAGS.weights, FLAGS.step)
     logging.info(
         "Classified with %s, %s weights of step %d (%s), inputs normalised as %s.",
         results["model"],
@@ -88,7 +94,7 @@ def run(image_paths: list[str]) -> None:
 
 def main(argv):
     console.log_to_file(FLAGS.log_dir)
-    with console.user_errors_as_one_line("predict.py", UnclassifiedImagesError):
+    with console.user_errors_as_one_line("predict.py", UnclassifiedImagesError, deployed.DeployedModelError):
         run(argv[1:])
 
 

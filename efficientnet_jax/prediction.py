@@ -130,22 +130,6 @@ def predict(
     file that cannot be read or decoded, which does not stop the others."""
     classifier = load_classifier(checkpoint, weights, step)
     labels = class_labels(classifier.record, classifier.spec.num_classes)
-    predictions = []
-    for start in range(0, len(image_paths), MAX_BATCH_SIZE):
-        inputs, classified = [], []
-        for path in image_paths[start : start + MAX_BATCH_SIZE]:
-            prediction = {"image": path}
-            try:
-                inputs.append(classifier.input_of(path))
-                classified.append(prediction)
-            except OSError as error:
-                prediction["error"] = f"cannot be read ({error.strerror or error})"
-            except tf.errors.InvalidArgumentError:
-                prediction["error"] = "is not an image file TensorFlow decodes (JPEG, PNG, GIF or BMP)"
-            predictions.append(prediction)
-        if inputs:
-            for prediction, logits in zip(classified, classifier.logits(np.stack(inputs))):
-                prediction["top_k"] = _top_k(logits, top_k, labels)
     return {
         "checkpoint": classifier.location.step_directory,
         "step": classifier.location.step,
@@ -154,5 +138,33 @@ def predict(
         "input_normalization": describe_normalization(
             classifier.record.input_normalization
         ),
-        "predictions": predictions,
+        "predictions": classify_files(classifier.input_of, classifier.logits, labels, image_paths, top_k),
     }
+
+
+def classify_files(
+    input_of: Callable[[str], np.ndarray],
+    logits_of: Callable[[np.ndarray], np.ndarray],
+    labels: Sequence[tuple[str, str]],
+    image_paths: Sequence[str],
+    top_k: int,
+) -> list[dict[str, Any]]:
+    """`predict`'s "predictions", with any network: `input_of` makes a file's input, `logits_of` runs a
+    batch of them (at most MAX_BATCH_SIZE)."""
+    predictions = []
+    for start in range(0, len(image_paths), MAX_BATCH_SIZE):
+        inputs, classified = [], []
+        for path in image_paths[start : start + MAX_BATCH_SIZE]:
+            prediction = {"image": path}
+            try:
+                inputs.append(input_of(path))
+                classified.append(prediction)
+            except OSError as error:
+                prediction["error"] = f"cannot be read ({error.strerror or error})"
+            except tf.errors.InvalidArgumentError:
+                prediction["error"] = "is not an image file TensorFlow decodes (JPEG, PNG, GIF or BMP)"
+            predictions.append(prediction)
+        if inputs:
+            for prediction, logits in zip(classified, logits_of(np.stack(inputs))):
+                prediction["top_k"] = _top_k(logits, top_k, labels)
+    return predictions
