@@ -50,7 +50,7 @@ def random_classifier(variant: str, **overrides):
     from efficientnet_jax import prediction, steps
     from efficientnet_jax.checkpointing import CheckpointLocation, ModelRecord
     from efficientnet_jax.model import EfficientNet, model_spec
-    from efficientnet_jax.scaling import IMAGENET_NORMALIZATION
+    from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION
 
     spec = model_spec(variant, num_classes=1000, **overrides)
     model = EfficientNet(spec)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from efficientnet_jax.checkpointing import ModelRecord
-from efficientnet_jax.scaling import InputNormalization
+from efficientnet_jax.normalizations import InputNormalization
 
 SIDECAR_SUFFIX = ".json"
 FORMAT_OF_EXTENSION = {".tflite": "litert", ".onnx": "onnx"}
@@ -208,7 +208,7 @@ def load(model_path: str, num_threads: int | None = None) -> DeployedModel:
 def predict(model_path: str, image_paths: Sequence[str], top_k: int = 5) -> dict[str, Any]:
     """prediction.predict with an exported file: the same preprocessing (its checkpoint's, from the
     sidecar), the same keys, and "exported" and "format" beside them."""
-    from efficientnet_jax import prediction, scaling
+    from efficientnet_jax import normalizations, prediction
 
     model = load(model_path)
     record = model.description.model_record()
@@ -230,6 +230,6 @@ def predict(model_path: str, image_paths: Sequence[str], top_k: int = 5) -> dict
         "step": model.description.step,
         "weights": model.description.weights,
         "model": spec.name,
-        "input_normalization": scaling.describe_normalization(record.input_normalization),
+        "input_normalization": normalizations.describe_normalization(record.input_normalization),
         "predictions": prediction.classify_files(input_of, model.logits, labels, image_paths, top_k),
     }

@@ -32,6 +32,7 @@ LAYERS = (
          "pretrained.keras_files", "pretrained.hub"),
     ),
     ("jobs", ("trainer", "evaluation", "prediction", "scaling_report")),
+    ("deployment", ("deployed", "export")),  # reads checkpoints as prediction does; converters inside
     ("entry points", ("console", "distributed", "pretrained", "pretrained.command", "pretrained.__main__")),
 )
 # configs/ may import the package's layers up to this one (scaling, provenance, configuration, ...).
