@@ -17,7 +17,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +254,7 @@ def step_location(step_directory: str) -> CheckpointLocation:
     )
 
 
-def locate_checkpoint(path: str, step: Optional[int] = None) -> CheckpointLocation:
+def locate_checkpoint(path: str, step: int | None = None) -> CheckpointLocation:
     """Resolves eval.py's --checkpoint (and --step): a step directory, or a workdir (its newest step, or
     `step`). Every failure names what was found and what is accepted."""
     path = os.path.abspath(path)
@@ -307,7 +308,7 @@ def read_items(step_directory: str, **items: ocp.args.CheckpointArgs) -> Any:
         reader.close()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def abstract_variables(spec: ModelSpec) -> dict[str, Any]:
     """Shapes and dtypes of `{"params", "batch_stats"}` for `spec`, traced without allocating them
     (once per spec: --follow reads many checkpoints of one model)."""
@@ -439,7 +440,7 @@ class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int, asynchronous: bool = True):
         self.directory = os.path.abspath(directory)
         self.damaged_directory = os.path.join(os.path.dirname(self.directory), DAMAGED_CHECKPOINTS_DIRECTORY)
-        self._manager: Optional[ocp.CheckpointManager] = None
+        self._manager: ocp.CheckpointManager | None = None
         if jax.process_index() == 0:
             os.makedirs(self.directory, exist_ok=True)  # orbax cannot create it with active_processes set
             options = ocp.CheckpointManagerOptions(
@@ -451,9 +452,9 @@ class Checkpointer:
             )
             items = ("state", "model", PROGRESSIVE_LEARNING_ITEM)
             self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=items)
-        self._last_saved: Optional[int] = None
+        self._last_saved: int | None = None
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -467,7 +468,7 @@ class Checkpointer:
         except CheckpointError as error:
             logging.error("%s", error)
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, agreed by all hosts."""
         step = self._manager.latest_step() if self._manager else None
         if jax.process_count() > 1:
@@ -507,7 +508,7 @@ class Checkpointer:
                 self._manager = None
 
     @contextlib.contextmanager
-    def _save_errors(self, step: Optional[int]) -> Iterator[None]:
+    def _save_errors(self, step: int | None) -> Iterator[None]:
         try:
             yield
         except Exception as error:  # orbax re-raises the writer thread's error, of any type

@@ -22,7 +22,6 @@ from efficientnet_jax.scaling import (
 )
 
 
-
 class ConfigError(errors.UserError, ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 

@@ -19,7 +19,8 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
@@ -46,7 +47,7 @@ T = TypeVar("T")
 class Evaluator:
     """One config and split: the model, and the compiled eval step reused for every checkpoint."""
 
-    def __init__(self, config: ml_collections.ConfigDict, split: Optional[str] = None):
+    def __init__(self, config: ml_collections.ConfigDict, split: str | None = None):
         self.config = config
         self.split = split or config.eval_split
         configuration.configured_input_normalization(config)  # a bad value fails before anything is read
@@ -132,7 +133,7 @@ def write_results(results: dict[str, Any], path: str) -> None:
 
 
 def evaluate_to_file(
-    evaluator: Evaluator, location: CheckpointLocation, weights: str, output: Optional[str] = None
+    evaluator: Evaluator, location: CheckpointLocation, weights: str, output: str | None = None
 ) -> tuple[dict[str, Any], str]:
     """Evaluates, then writes the results (to `output`, or `results_path`): nothing is written when
     the checkpoint or the data cannot be read. Returns (results, path)."""
@@ -142,7 +143,7 @@ def evaluate_to_file(
     return results, path
 
 
-def final_step(workdir: str) -> Optional[int]:
+def final_step(workdir: str) -> int | None:
     """The step of the training job's final_metrics.json, once the job has written it."""
     try:
         with open(os.path.join(workdir, FINAL_METRICS_FILE)) as f:
@@ -151,7 +152,7 @@ def final_step(workdir: str) -> Optional[int]:
         return None
 
 
-def _next_action(workdir: str, evaluated: set[int], deadline: Optional[float]) -> tuple[int, bool]:
+def _next_action(workdir: str, evaluated: set[int], deadline: float | None) -> tuple[int, bool]:
     """(the next step to evaluate or -1, whether to stop), decided by process 0 for every host."""
     decision = np.array([-1, 0])
     if jax.process_index() == 0:
@@ -169,7 +170,7 @@ def follow(
     workdir: str,
     weights: str,
     poll_interval_s: float,
-    timeout_s: Optional[float] = None,
+    timeout_s: float | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Evaluates every checkpoint of a (possibly running) training job once, oldest first, writing
     each result file, and yields (results, path). Stops once the job's final step is evaluated (its

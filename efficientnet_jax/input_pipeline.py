@@ -34,12 +34,12 @@ import math
 import os
 from collections.abc import Callable, Iterator
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)

@@ -13,7 +13,8 @@ weights expect (`normalize`), then the model's compute dtype (the model casts).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax
 import flax.jax_utils
@@ -271,7 +272,7 @@ def pmap_train_step(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     normalization: InputNormalization,
-    devices: Optional[list] = None,
+    devices: list | None = None,
 ) -> Callable:
     """`train_step` pmapped over the devices, the state's buffers donated (updated in place); the
     normalisation is a constant of the compiled step."""
@@ -288,14 +289,14 @@ def pmap_train_step(
 
 
 def pmap_eval_step(
-    model: EfficientNet, normalization: InputNormalization, devices: Optional[list] = None
+    model: EfficientNet, normalization: InputNormalization, devices: list | None = None
 ) -> Callable:
     """`eval_step` pmapped over the devices, the normalisation a constant of the compiled step."""
     step = functools.partial(eval_step, model=model, normalization=normalization)
     return jax.pmap(step, axis_name=AXIS_NAME, devices=devices)
 
 
-def replicate(tree: Any, devices: Optional[list] = None) -> Any:
+def replicate(tree: Any, devices: list | None = None) -> Any:
     """Copies a host tree to every device, laid out exactly as pmap's outputs are.
 
     `flax.jax_utils.replicate` alone gives arrays sharded over a differently named mesh, so the

@@ -29,13 +29,22 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from efficientnet_jax import (
-    checkpointing, configuration, errors, finetuning, input_pipeline, optim, progressive, scaling, steps,
+    checkpointing,
+    configuration,
+    errors,
+    finetuning,
+    input_pipeline,
+    optim,
+    progressive,
+    scaling,
+    steps,
 )
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.layers import ReplicaGroups
 from efficientnet_jax.model import EfficientNet, batch_norm_groups
 from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 from efficientnet_jax.steps import AXIS_NAME, TrainState
+
 MULTIHOST_CHECK_EVERY_STEPS = 10
 
 

@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from efficientnet_jax import (
-    checkpointing, configuration, evaluation, finetuning, normalizations, pretrained, scaling, trainer,
+    checkpointing,
+    configuration,
+    evaluation,
+    finetuning,
+    normalizations,
+    pretrained,
+    trainer,
 )
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec

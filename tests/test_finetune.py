@@ -36,8 +36,12 @@ from efficientnet_jax import (
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.datasets import digit_folders
 from efficientnet_jax.model import EfficientNet, model_spec
+from efficientnet_jax.normalizations import (
+    EDGE_NORMALIZATION,
+    IMAGENET_NORMALIZATION,
+    SIGNED_UNIT_NORMALIZATION,
+)
 from efficientnet_jax.pretrained import write_checkpoint
-from efficientnet_jax.normalizations import EDGE_NORMALIZATION, IMAGENET_NORMALIZATION, SIGNED_UNIT_NORMALIZATION
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 import tensorflow as tf
 
 from efficientnet_jax import configuration, input_pipeline, normalizations, optim, steps, trainer

@@ -22,7 +22,16 @@ import pytest
 import efficientnet_jax as ej
 from configs import default, imagenet
 from configs.scaling import compound
-from efficientnet_jax import accounting, configuration, experiments, layers, normalizations, pretrained, scaling, summary
+from efficientnet_jax import (
+    accounting,
+    configuration,
+    experiments,
+    layers,
+    normalizations,
+    pretrained,
+    scaling,
+    summary,
+)
 from efficientnet_jax.pretrained import WeightImportError
 from tests.weight_helpers import (
     TOLERANCE,

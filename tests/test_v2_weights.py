@@ -21,7 +21,13 @@ from PIL import Image
 
 from configs import default, imagenet
 from efficientnet_jax import (
-    checkpointing, configuration, input_pipeline, normalizations, prediction, pretrained, scaling,
+    checkpointing,
+    configuration,
+    input_pipeline,
+    normalizations,
+    prediction,
+    pretrained,
+    scaling,
 )
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
