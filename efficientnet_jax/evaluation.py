@@ -66,7 +66,10 @@ class Evaluator:
         """Compiles the step on one all-padding batch, so images_per_second measures evaluation only."""
         local_devices = jax.local_device_count()
         per_device = input_pipeline.per_device_batch_size(
-            self.config.eval_batch_size, jax.process_count(), local_devices, config_key="config.eval_batch_size"
+            self.config.eval_batch_size,
+            jax.process_count(),
+            local_devices,
+            config_key="config.eval_batch_size",
         )
         size = self.config.image_size
         padding = {
@@ -95,7 +98,9 @@ class Evaluator:
         )
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
-            lambda: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)),
+            lambda: jax.tree.map(
+                lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)
+            ),
         )
         variables = steps.replicate(variables)
         p_eval_step = self._p_eval_step(normalization)
@@ -193,10 +198,14 @@ def follow(
                 if os.path.exists(location.step_directory):
                     logging.warning("Skipped the checkpoint of step %d, which is damaged: %s", step, error)
                 else:
-                    logging.warning("Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step)
+                    logging.warning(
+                        "Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step
+                    )
             continue
         if stop:
             if final_step(workdir) not in evaluated:
-                logging.warning("Stopped following %s after %s s without its final checkpoint.", workdir, timeout_s)
+                logging.warning(
+                    "Stopped following %s after %s s without its final checkpoint.", workdir, timeout_s
+                )
             return
         time.sleep(poll_interval_s)

@@ -125,7 +125,9 @@ class EfficientNet(nn.Module):
         x = activation(batch_norm(name="head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(spec.dropout_rate, name="head_dropout")(x, deterministic=not train)
-        logits = nn.Dense(spec.num_classes, kernel_init=layers.dense_kernel_init, dtype=dtype, name="classifier")(x)
+        logits = nn.Dense(
+            spec.num_classes, kernel_init=layers.dense_kernel_init, dtype=dtype, name="classifier"
+        )(x)
         return logits.astype(jnp.float32)
 
 

@@ -236,7 +236,9 @@ def test_each_variant_records_the_input_normalization_of_the_official_weights(va
     """V2-B0..B3: EfficientNet's preprocessing, ImageNet mean/std; V2-S..XL: (pixels - 128) / 128."""
     baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
     assert baseline.normalization == normalization
-    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization((128.0,) * 3, (128.0,) * 3)
+    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization(
+        (128.0,) * 3, (128.0,) * 3
+    )
 
 
 # --- Configs and scaling ---------------------------------------------------------------------------
