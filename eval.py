@@ -22,14 +22,31 @@ from efficientnet_jax import checkpointing, distributed, evaluation
 
 FLAGS = flags.FLAGS
 console.define_config_flag("configs/quickstart.py", "Configuration the checkpoint was trained with.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint step directory, or a workdir (newest step, or --step).", required=True)
-flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to evaluate (default: the newest).")
-flags.DEFINE_enum("weights", "ema", sorted(checkpointing.WEIGHT_FIELDS), "Evaluate the EMA weights (as the reference does) or the raw ones.")
-flags.DEFINE_string("split", None, "TFDS split to evaluate, e.g. 'validation' or 'test[:50%]' (default: config.eval_split).")
-flags.DEFINE_string("output", None, "JSON file to write (default: eval_<split>_<step>_<weights>.json in the workdir).")
-flags.DEFINE_bool("follow", False, "Watch the workdir and evaluate each new checkpoint once, until the job's final step.")
+flags.DEFINE_string(
+    "checkpoint", None, "A checkpoint step directory, or a workdir (newest step, or --step).", required=True
+)
+flags.DEFINE_integer(
+    "step", None, "With a workdir as --checkpoint: the step to evaluate (default: the newest)."
+)
+flags.DEFINE_enum(
+    "weights",
+    "ema",
+    sorted(checkpointing.WEIGHT_FIELDS),
+    "Evaluate the EMA weights (as the reference does) or the raw ones.",
+)
+flags.DEFINE_string(
+    "split", None, "TFDS split to evaluate, e.g. 'validation' or 'test[:50%]' (default: config.eval_split)."
+)
+flags.DEFINE_string(
+    "output", None, "JSON file to write (default: eval_<split>_<step>_<weights>.json in the workdir)."
+)
+flags.DEFINE_bool(
+    "follow", False, "Watch the workdir and evaluate each new checkpoint once, until the job's final step."
+)
 flags.DEFINE_float("poll_interval_s", 60.0, "With --follow: seconds between looks for new checkpoints.")
-flags.DEFINE_float("follow_timeout_s", None, "With --follow: stop after this many seconds even if training has not finished.")
+flags.DEFINE_float(
+    "follow_timeout_s", None, "With --follow: stop after this many seconds even if training has not finished."
+)
 
 
 def report(results: dict, path: str) -> None:

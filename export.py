@@ -20,16 +20,43 @@ from absl import app, flags, logging
 from efficientnet_jax import checkpointing, deployed, export
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A workdir (newest step, or --step), a step directory, or a converter output.", required=True)
-flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to export (default: the newest).")
-flags.DEFINE_enum("weights", "ema", sorted(checkpointing.WEIGHT_FIELDS), "Export the EMA weights (as evaluation does) or the raw ones.")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "A workdir (newest step, or --step), a step directory, or a converter output.",
+    required=True,
+)
+flags.DEFINE_integer(
+    "step", None, "With a workdir as --checkpoint: the step to export (default: the newest)."
+)
+flags.DEFINE_enum(
+    "weights",
+    "ema",
+    sorted(checkpointing.WEIGHT_FIELDS),
+    "Export the EMA weights (as evaluation does) or the raw ones.",
+)
 flags.DEFINE_string("format", None, f"One of {', '.join(export.FORMATS)}.", required=True)
-flags.DEFINE_string("output", None, "The file to write (a directory for saved_model); its sidecar is <output>.json.", required=True)
-flags.DEFINE_string("quantize", "none", "none, or for litert: float16, dynamic_int8, int8 (full-integer, calibrated).")
+flags.DEFINE_string(
+    "output",
+    None,
+    "The file to write (a directory for saved_model); its sidecar is <output>.json.",
+    required=True,
+)
+flags.DEFINE_string(
+    "quantize", "none", "none, or for litert: float16, dynamic_int8, int8 (full-integer, calibrated)."
+)
 flags.DEFINE_string("batch", "1", "The batch the graph takes: a size, or 'dynamic' (onnx, saved_model).")
-flags.DEFINE_string("input", "float", "float: normalised images in; uint8: eval-crop pixels in, the checkpoint's normalisation in the graph.")
+flags.DEFINE_string(
+    "input",
+    "float",
+    "float: normalised images in; uint8: eval-crop pixels in, the checkpoint's normalisation in the graph.",
+)
 flags.DEFINE_integer("calibration_images", 100, "With --quantize=int8: images to calibrate on.")
-flags.DEFINE_string("calibration_data", None, "A folder of image files to calibrate and check on (default: the checkpoint's eval split).")
+flags.DEFINE_string(
+    "calibration_data",
+    None,
+    "A folder of image files to calibrate and check on (default: the checkpoint's eval split).",
+)
 flags.DEFINE_integer("check_images", 8, "Real images the export is compared with the JAX model on.")
 
 
@@ -51,7 +78,10 @@ def run() -> None:
         check_images=FLAGS.check_images,
     )
     logging.info("Wrote %s and %s", FLAGS.output, deployed.sidecar_path(FLAGS.output))
-    print(f"{FLAGS.output} ({description.format}, {description.quantization}) against JAX on {check.summary()}", flush=True)
+    print(
+        f"{FLAGS.output} ({description.format}, {description.quantization}) against JAX on {check.summary()}",
+        flush=True,
+    )
 
 
 def main(argv):

@@ -1,12 +1,12 @@
 """Classify image files: `python predict.py --checkpoint=/runs/b0 cat.jpg dog.png`.
 
 --checkpoint is a training workdir (its newest step, or --step=N), a step directory, or the output of
-`python -m efficientnet_jax.pretrained`; or --model=FILE is a .tflite or .onnx file export.py wrote,
-run in its own runtime (requirements-export.txt) with its sidecar's record. The network, the input normalisation, the eval crop and the
-class names come from the checkpoint, so no --config is needed. Prints the --top_k classes of each
-image and writes them all as JSON to --output. An image that cannot be read or decoded is reported by
-name and the others are still classified; the run then ends with a line naming those images and exit
-status 1, so that a script notices.
+`python -m efficientnet_jax.pretrained`; or --model=FILE is a .tflite or .onnx file export.py wrote, run
+in its own runtime (requirements-export.txt) with its sidecar's record. The network, the input
+normalisation, the eval crop and the class names come from the checkpoint, so no --config is needed.
+Prints the --top_k classes of each image and writes them all as JSON to --output. An image that cannot
+be read or decoded is reported by name and the others are still classified; the run then ends with a
+line naming those images and exit status 1, so that a script notices.
 """
 
 import json
@@ -23,7 +23,9 @@ flags.DEFINE_string(
     "checkpoint", None, "A workdir (newest step, or --step), a step directory, or a converter output."
 )
 flags.DEFINE_string(
-    "model", None, "Instead of --checkpoint: a file export.py wrote (.tflite, .onnx), beside its .json sidecar."
+    "model",
+    None,
+    "Instead of --checkpoint: a file export.py wrote (.tflite, .onnx), beside its .json sidecar.",
 )
 flags.DEFINE_integer("step", None, "With a workdir as --checkpoint: the step to use (default: the newest).")
 flags.DEFINE_enum(

@@ -21,8 +21,10 @@ from efficientnet_jax.configuration import ConfigError
 FLAGS = flags.FLAGS
 console.define_config_flag("configs/quickstart.py", "Training configuration file.")
 flags.DEFINE_string(
-    "workdir", "workdirs/quickstart",
-    "Directory for checkpoints, logs (every library's lines in logs/train.log, or in --log_dir) and the config used.",
+    "workdir",
+    "workdirs/quickstart",
+    "Directory for checkpoints, logs (every library's lines in logs/train.log, or in --log_dir) "
+    "and the config used.",
 )
 
 
@@ -58,7 +60,12 @@ def main(argv):
     distributed.initialize_from_flags(functools.partial(stop_for_lost_process, progress=progress))
     check_keys(FLAGS.config, default.get_config())
     console.log_to_file(FLAGS.log_dir or os.path.join(FLAGS.workdir, "logs"))
-    logging.info("JAX process %d of %d, local devices: %s", jax.process_index(), jax.process_count(), jax.local_devices())
+    logging.info(
+        "JAX process %d of %d, local devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_devices(),
+    )
     try:
         _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress)
     except Exception as error:

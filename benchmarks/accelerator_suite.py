@@ -39,7 +39,7 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.child import ChildError, run_json
+from benchmarks.child import ChildError, run_json  # noqa: E402
 
 BENCHMARKS = os.path.join(REPO, "benchmarks")
 WHEELS = os.path.join(REPO, ".whl")

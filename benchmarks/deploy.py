@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("variants", ["efficientnet-b0", "lite0", "edgetpu-s", "v2-b0"], "Variants to export and time.")
+flags.DEFINE_list(
+    "variants", ["efficientnet-b0", "lite0", "edgetpu-s", "v2-b0"], "Variants to export and time."
+)
 flags.DEFINE_integer("latency_repeats", 20, "Timed batch-1 calls per model (the median is reported).")
 flags.DEFINE_integer("batch_repeats", 3, "Timed batch-32 calls per model (the median is reported).")
-flags.DEFINE_integer("child_threads", None, "Internal: time the exports in --directory with this many threads (0: all cores).")
+flags.DEFINE_integer(
+    "child_threads", None, "Internal: time the exports in --directory with this many threads (0: all cores)."
+)
 flags.DEFINE_string("child_directory", None, "Internal: where the parent process wrote the exports.")
 
 BATCH = 32
@@ -56,13 +59,19 @@ def random_classifier(variant: str, **overrides):
     model = EfficientNet(spec)
     variables = model.init(jax.random.key(0), jnp.zeros((1, spec.resolution, spec.resolution, 3)))
     # momentum 0: the moving statistics become the batch's; no dropout or stochastic depth
-    calibrating = EfficientNet(dataclasses.replace(spec, batch_norm_momentum=0.0, dropout_rate=0.0, drop_connect_rate=0.0))
+    calibrating = EfficientNet(
+        dataclasses.replace(spec, batch_norm_momentum=0.0, dropout_rate=0.0, drop_connect_rate=0.0)
+    )
     images = steps.normalize(photograph_crops(spec.resolution, 8), IMAGENET_NORMALIZATION)
     _, recalibrated = calibrating.apply(variables, images, train=True, mutable=["batch_stats"])
     variables = {**variables, **recalibrated}
     record = ModelRecord.of(spec, IMAGENET_NORMALIZATION, eval_crop_padding=0)
-    forward = jax.jit(lambda v, pixels: model.apply(v, steps.normalize(pixels, IMAGENET_NORMALIZATION), train=False))
-    return prediction.Classifier(CheckpointLocation(f"random {variant}", 0, ""), record, spec, "ema", variables, forward)
+    forward = jax.jit(
+        lambda v, pixels: model.apply(v, steps.normalize(pixels, IMAGENET_NORMALIZATION), train=False)
+    )
+    return prediction.Classifier(
+        CheckpointLocation(f"random {variant}", 0, ""), record, spec, "ema", variables, forward
+    )
 
 
 def photograph_crops(resolution: int, count: int):
@@ -72,7 +81,10 @@ def photograph_crops(resolution: int, count: int):
     import tensorflow as tf
     from sklearn.datasets import load_sample_images
 
-    paths = [*load_sample_images().filenames, os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")]
+    paths = [
+        *load_sample_images().filenames,
+        os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"),
+    ]
     photos = [tf.io.decode_jpeg(tf.io.read_file(path)).numpy() for path in paths]
     rng = np.random.default_rng(0)
     crops = []
@@ -129,13 +141,17 @@ def time_exports(directory: str, threads: int) -> dict:
         classifier = random_classifier(variant)
         one = photograph_crops(classifier.spec.resolution, 1)
         many = np.concatenate([one] * BATCH)
-        runners = {"jax": lambda x: jax.block_until_ready(classifier.forward(classifier.variables, x))}
+        runners = {"jax": lambda x, c=classifier: jax.block_until_ready(c.forward(c.variables, x))}
         for runtime in RUNTIMES[1:]:
-            runners[runtime] = deployed.load(os.path.join(directory, f"{variant}.{runtime}"), threads or None).logits
+            runners[runtime] = deployed.load(
+                os.path.join(directory, f"{variant}.{runtime}"), threads or None
+            ).logits
         results[variant] = {
             runtime: {
-                "batch1_ms": 1000 * median_seconds(lambda: run(one), FLAGS.latency_repeats),
-                "batch32_images_per_second": BATCH / median_seconds(lambda: run(many), FLAGS.batch_repeats),
+                "batch1_ms": 1000
+                * median_seconds(lambda run=run, one=one: run(one), FLAGS.latency_repeats),
+                "batch32_images_per_second": BATCH
+                / median_seconds(lambda run=run, many=many: run(many), FLAGS.batch_repeats),
             }
             for runtime, run in runners.items()
         }
@@ -144,7 +160,8 @@ def time_exports(directory: str, threads: int) -> dict:
 
 def table(by_threads: dict) -> str:
     lines = [
-        "| variant | runtime | batch 1, 1 thread (ms) | batch 1, all cores (ms) | batch 32, all cores (images/s) |",
+        "| variant | runtime | batch 1, 1 thread (ms) | batch 1, all cores (ms) "
+        "| batch 32, all cores (images/s) |",
         "|---|---|---|---|---|",
     ]
     for variant in FLAGS.variants:
@@ -171,10 +188,20 @@ def main(argv):
             env = dict(os.environ)
             if threads == 1:  # XLA's CPU client: one thread for the program, none for Eigen
                 env["XLA_FLAGS"] = (
-                    env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                    env.get("XLA_FLAGS", "")
+                    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
                 ).strip()
-            command = [sys.executable, os.path.abspath(__file__), f"--child_threads={threads}", f"--child_directory={directory}"]
-            command += [f"--variants={','.join(FLAGS.variants)}", f"--latency_repeats={FLAGS.latency_repeats}", f"--batch_repeats={FLAGS.batch_repeats}"]
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                f"--child_threads={threads}",
+                f"--child_directory={directory}",
+            ]
+            command += [
+                f"--variants={','.join(FLAGS.variants)}",
+                f"--latency_repeats={FLAGS.latency_repeats}",
+                f"--batch_repeats={FLAGS.batch_repeats}",
+            ]
             by_threads[str(threads)] = run_json(command, env)
     print(table(by_threads))
     print(

@@ -5,8 +5,8 @@ of the train step it would run in.
 
 For each policy (none = the random flip only, autoaugment, randaugment), batch and batching strategy
 (`augment_batch`'s `batching`: `vmap`, every example through a select over the op families; `map`,
-`lax.map` over the examples, each running only its chosen ops), the jitted augmentation of a uint8 batch of real
-photographs (scikit-learn's samples, resized) already on the device: the first call (compilation) and
+`lax.map` over the examples, each running only its chosen ops), the jitted augmentation of a uint8 batch
+of real photographs (scikit-learn's samples, resized) already on the device: the first call (compilation) and
 then `--repeats` calls at successive steps (so the ops drawn change), each to completion. Then the
 project's B0 train step at `--step_batch` (`benchmarks/throughput.py` in its own process, float32),
 and each augmentation at that batch as a fraction of it. One JSON line per measurement; the last line

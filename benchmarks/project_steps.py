@@ -58,7 +58,9 @@ def synthetic_batch(
     def make(key):
         image_key, label_key = jax.random.split(key)
         batch = {
-            "image": jax.random.randint(image_key, (per_device, size, size, 3), 0, 256, jnp.int32).astype(jnp.uint8),
+            "image": jax.random.randint(
+                image_key, (per_device, size, size, 3), 0, 256, jnp.int32
+            ).astype(jnp.uint8),
             "label": jax.random.randint(label_key, (per_device,), 0, num_classes, jnp.int32),
         }
         if with_mask:
@@ -96,7 +98,8 @@ def pmapped_step(config: ml_collections.ConfigDict, mode: str, num_classes: int)
     normalization = resolve_input_normalization(config)
     if mode == "train":
         step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-        return steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng, normalization), initial_state
+        train_step = steps.pmap_train_step(model, tx, learning_rate_fn, config, step_rng, normalization)
+        return train_step, initial_state
     return steps.pmap_eval_step(model, normalization), initial_state
 
 

@@ -59,7 +59,8 @@ def get_config(variant: str = "b0") -> ml_collections.ConfigDict:
     else:
         # Used only with --config.augment=randaugment.
         config.randaugment_magnitude = RANDAUGMENT_MAGNITUDES.get(spec.name, DEFAULT_RANDAUGMENT_MAGNITUDE)
-        # config.augment stays None (official default); README's AutoAugment rows: --config.augment=autoaugment.
+        # config.augment stays None (official default);
+        # README's AutoAugment rows: --config.augment=autoaugment.
     baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
     if baseline.eval_preprocessing == "efficientnetv2":
         # V2-S..XL's own train crop (google/automl efficientnetv2/preprocessing.py, `preprocess_for_train`:

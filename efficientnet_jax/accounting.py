@@ -11,7 +11,6 @@ and not counted, as in the paper; they add well under 1% on B0.
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import flax.linen as nn
 import jax
@@ -30,7 +29,7 @@ def _init_shapes(spec: ModelSpec, resolution: int):
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
 
 
-def count_parameters(name_or_spec: Union[str, ModelSpec], resolution: Optional[int] = None) -> dict[str, int]:
+def count_parameters(name_or_spec: str | ModelSpec, resolution: int | None = None) -> dict[str, int]:
     """{'trainable': …, 'batch_norm_statistics': …}; trainable excludes BN moving mean/variance."""
     spec = model_spec(name_or_spec)
     shapes = _init_shapes(spec, resolution or spec.resolution)
@@ -40,7 +39,7 @@ def count_parameters(name_or_spec: Union[str, ModelSpec], resolution: Optional[i
     }
 
 
-def count_multiply_adds(name_or_spec: Union[str, ModelSpec], resolution: Optional[int] = None) -> int:
+def count_multiply_adds(name_or_spec: str | ModelSpec, resolution: int | None = None) -> int:
     """Forward multiply-adds for one image at `resolution` (default: the spec's)."""
     spec = model_spec(name_or_spec)
     resolution = resolution or spec.resolution

@@ -1,12 +1,12 @@
 """Everything about checkpoints on disk: saving and resuming the train state, locating a checkpoint
 (a workdir, a step directory, the weight converter's output), and reading only chosen weights.
 
-A checkpoint is a step directory `<workdir>/checkpoints/<step>/` with the items `state` (the
-TrainState) and `model` (a `ModelRecord` as JSON: the ModelSpec, the input normalisation the weights
-expect, the eval crop, the class names), and, for a job with progressive learning,
-`progressive_learning` (its stage schedule as JSON, progressive.schedule_to_json). Only the coordinator (process 0) touches the
-files; what it read is broadcast to the other hosts, so shared and host-local file systems behave
-alike. Saves are asynchronous: the step loop only waits for the device-to-host copy.
+A checkpoint is a step directory `<workdir>/checkpoints/<step>/` with the items `state` (the TrainState)
+and `model` (a `ModelRecord` as JSON: the ModelSpec, the input normalisation the weights expect, the
+eval crop, the class names), and, for a job with progressive learning, `progressive_learning` (its stage
+schedule as JSON, progressive.schedule_to_json). Only the coordinator (process 0) touches the files;
+what it read is broadcast to the other hosts, so shared and host-local file systems behave alike. Saves
+are asynchronous: the step loop only waits for the device-to-host copy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +139,12 @@ class ModelRecord:
         names = None if class_names is None else tuple(class_names)
         resize_method = resize_method or OFFICIAL_RESIZE_METHODS[eval_preprocessing]
         return cls(
-            spec_to_json(spec), input_normalization, eval_crop_padding, names, eval_preprocessing, resize_method
+            spec_to_json(spec),
+            input_normalization,
+            eval_crop_padding,
+            names,
+            eval_preprocessing,
+            resize_method,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -207,9 +213,9 @@ def check_same_model(saved: dict[str, Any], spec: ModelSpec, where: str) -> None
     if mismatched == ["num_classes"]:
         raise CheckpointError(
             f"The checkpoint at {where} has a classifier of {saved['num_classes']} classes (its weights' "
-            f"dataset, e.g. ImageNet-21k's 21843), but this dataset has {expected['num_classes']}. Evaluate it "
-            f"on a dataset of its classes, classify images with predict.py, or fine-tune it on this dataset "
-            f"(config.init_checkpoint)."
+            f"dataset, e.g. ImageNet-21k's 21843), but this dataset has {expected['num_classes']}. "
+            f"Evaluate it on a dataset of its classes, classify images with predict.py, or fine-tune it on "
+            f"this dataset (config.init_checkpoint)."
         )
     if mismatched:
         raise CheckpointError(
@@ -253,7 +259,7 @@ def step_location(step_directory: str) -> CheckpointLocation:
     )
 
 
-def locate_checkpoint(path: str, step: Optional[int] = None) -> CheckpointLocation:
+def locate_checkpoint(path: str, step: int | None = None) -> CheckpointLocation:
     """Resolves eval.py's --checkpoint (and --step): a step directory, or a workdir (its newest step, or
     `step`). Every failure names what was found and what is accepted."""
     path = os.path.abspath(path)
@@ -277,7 +283,8 @@ def locate_checkpoint(path: str, step: Optional[int] = None) -> CheckpointLocati
         )
     if step is not None and step not in steps:
         raise CheckpointError(
-            f"The workdir {path} has no checkpoint of step {step}; it has steps {steps}. Pick one with --step."
+            f"The workdir {path} has no checkpoint of step {step}; it has steps {steps}. "
+            f"Pick one with --step."
         )
     return step_location(os.path.join(path, CHECKPOINTS_DIRECTORY, str(steps[-1] if step is None else step)))
 
@@ -307,7 +314,7 @@ def read_items(step_directory: str, **items: ocp.args.CheckpointArgs) -> Any:
         reader.close()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def abstract_variables(spec: ModelSpec) -> dict[str, Any]:
     """Shapes and dtypes of `{"params", "batch_stats"}` for `spec`, traced without allocating them
     (once per spec: --follow reads many checkpoints of one model)."""
@@ -325,7 +332,9 @@ def read_progressive_schedule(step_directory: str) -> dict[str, Any] | None:
     for a checkpoint trained without progressive learning."""
     if not os.path.isdir(os.path.join(step_directory, PROGRESSIVE_LEARNING_ITEM)):
         return None
-    return read_items(step_directory, **{PROGRESSIVE_LEARNING_ITEM: ocp.args.JsonRestore()})[PROGRESSIVE_LEARNING_ITEM]
+    return read_items(step_directory, **{PROGRESSIVE_LEARNING_ITEM: ocp.args.JsonRestore()})[
+        PROGRESSIVE_LEARNING_ITEM
+    ]
 
 
 def check_same_schedule(step_directory: str, schedule: Sequence[progressive.Stage]) -> None:
@@ -339,8 +348,9 @@ def check_same_schedule(step_directory: str, schedule: Sequence[progressive.Stag
         differences = progressive.schedule_differences(read_progressive_schedule(step_directory), schedule)
         if differences:
             raise CheckpointError(
-                f"The checkpoint at {step_directory} was trained on another progressive-learning schedule than "
-                f"the config gives ({'; '.join(differences)}). Resume with the config it was started with "
+                f"The checkpoint at {step_directory} was trained on another progressive-learning "
+                f"schedule than the config gives ({'; '.join(differences)}). Resume with the config it was "
+                f"started with "
                 f"(config.progressive, the number of steps, the train size, dropout, magnitude and alphas), "
                 f"or use another --workdir."
             )
@@ -439,21 +449,23 @@ class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int, asynchronous: bool = True):
         self.directory = os.path.abspath(directory)
         self.damaged_directory = os.path.join(os.path.dirname(self.directory), DAMAGED_CHECKPOINTS_DIRECTORY)
-        self._manager: Optional[ocp.CheckpointManager] = None
+        self._manager: ocp.CheckpointManager | None = None
         if jax.process_index() == 0:
             os.makedirs(self.directory, exist_ok=True)  # orbax cannot create it with active_processes set
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=asynchronous,
-                multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}),
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=0, active_processes={0}
+                ),
                 create=False,
                 cleanup_tmp_directories=True,
             )
             items = ("state", "model", PROGRESSIVE_LEARNING_ITEM)
             self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=items)
-        self._last_saved: Optional[int] = None
+        self._last_saved: int | None = None
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -467,7 +479,7 @@ class Checkpointer:
         except CheckpointError as error:
             logging.error("%s", error)
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, agreed by all hosts."""
         step = self._manager.latest_step() if self._manager else None
         if jax.process_count() > 1:
@@ -482,7 +494,10 @@ class Checkpointer:
         model and the progressive-learning schedule it is trained on (none: not saved). A failure of
         this save or of the previous one (they surface here) raises CheckpointSaveError."""
         if self._manager:
-            items = {"state": ocp.args.StandardSave(jax.device_get(state)), "model": ocp.args.JsonSave(model.to_json())}
+            items = {
+                "state": ocp.args.StandardSave(jax.device_get(state)),
+                "model": ocp.args.JsonSave(model.to_json()),
+            }
             if schedule:
                 items[PROGRESSIVE_LEARNING_ITEM] = ocp.args.JsonSave(progressive.schedule_to_json(schedule))
             args = ocp.args.Composite(**items)
@@ -507,13 +522,17 @@ class Checkpointer:
                 self._manager = None
 
     @contextlib.contextmanager
-    def _save_errors(self, step: Optional[int]) -> Iterator[None]:
+    def _save_errors(self, step: int | None) -> Iterator[None]:
         try:
             yield
         except Exception as error:  # orbax re-raises the writer thread's error, of any type
             self._manager.reload()  # forget the failed step: only finalized directories are checkpoints
             previous = self._manager.latest_step()
-            kept = f"step {previous} in {self.directory} is intact" if previous is not None else "none was written before"
+            kept = (
+                f"step {previous} in {self.directory} is intact"
+                if previous is not None
+                else "none was written before"
+            )
             raise CheckpointSaveError(
                 f"Saving the checkpoint of step {step} to {self.directory} failed: {_first_line(error)}. The "
                 f"previous checkpoint, {kept}. Free disk space or fix the permissions, then restart the "
@@ -544,7 +563,9 @@ class Checkpointer:
                     self._move_aside(damaged_step, error, step)
                 return np.array(step), state
             if damaged:
-                reasons = "; ".join(f"step {step}: {_first_line(error.__cause__ or error)}" for step, error in damaged)
+                reasons = "; ".join(
+                    f"step {step}: {_first_line(error.__cause__ or error)}" for step, error in damaged
+                )
                 raise CheckpointError(
                     f"No checkpoint in {self.directory} can be read ({reasons}). Restore one from a copy, or "
                     f"move {self.directory} aside to train from scratch."

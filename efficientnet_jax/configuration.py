@@ -22,7 +22,6 @@ from efficientnet_jax.scaling import (
 )
 
 
-
 class ConfigError(errors.UserError, ValueError):
     """A configuration that cannot run; the message names the key and the fix."""
 
@@ -274,8 +273,11 @@ def resolve_preprocessing(
         logging.warning(
             "%s differs from %s, the preprocessing the weights of %s were evaluated with; using %s as set. "
             "Unset %s to follow the weights.",
-            ", ".join(f"config.{key}={configured[key]}" for key in differing), weights_preprocessing.describe(),
-            weights_source, preprocessing.describe(), ", ".join(f"config.{key}" for key in differing),
+            ", ".join(f"config.{key}={configured[key]}" for key in differing),
+            weights_preprocessing.describe(),
+            weights_source,
+            preprocessing.describe(),
+            ", ".join(f"config.{key}" for key in differing),
         )
     return preprocessing
 

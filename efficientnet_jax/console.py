@@ -38,7 +38,9 @@ LIBRARY_LINES_SHOWN = ("Finished saving checkpoint",)
 CONFIG_FLAG_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("debug", False, "Show every library's log lines on the console, and tracebacks of user errors.")
+flags.DEFINE_bool(
+    "debug", False, "Show every library's log lines on the console, and tracebacks of user errors."
+)
 
 
 def _debug_requested() -> bool:

@@ -107,7 +107,9 @@ def litert_runner(path: str, num_threads: int | None = None) -> Callable[[np.nda
         for start in range(0, len(inputs), batch):
             piece = inputs[start : start + batch]
             padded = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), piece.dtype)])
-            interpreter.set_tensor(input_detail["index"], _quantize(padded, input_quantization, input_detail["dtype"]))
+            interpreter.set_tensor(
+                input_detail["index"], _quantize(padded, input_quantization, input_detail["dtype"])
+            )
             interpreter.invoke()
             logits = interpreter.get_tensor(output_detail["index"])[: len(piece)]
             outputs.append(_dequantize(logits, output_quantization))

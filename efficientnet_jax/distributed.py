@@ -28,7 +28,9 @@ MULTIHOST = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (TPU pods and SLURM clusters are detected automatically); "
     "or give --coordinator_address, --num_processes and --process_id.",
 )
-COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process jobs.")
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-process jobs."
+)
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
 HEARTBEAT_TIMEOUT_S = flags.DEFINE_integer(

@@ -19,7 +19,8 @@ import json
 import os
 import re
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import jax
 import ml_collections
@@ -46,7 +47,7 @@ T = TypeVar("T")
 class Evaluator:
     """One config and split: the model, and the compiled eval step reused for every checkpoint."""
 
-    def __init__(self, config: ml_collections.ConfigDict, split: Optional[str] = None):
+    def __init__(self, config: ml_collections.ConfigDict, split: str | None = None):
         self.config = config
         self.split = split or config.eval_split
         configuration.configured_input_normalization(config)  # a bad value fails before anything is read
@@ -65,7 +66,10 @@ class Evaluator:
         """Compiles the step on one all-padding batch, so images_per_second measures evaluation only."""
         local_devices = jax.local_device_count()
         per_device = input_pipeline.per_device_batch_size(
-            self.config.eval_batch_size, jax.process_count(), local_devices, config_key="config.eval_batch_size"
+            self.config.eval_batch_size,
+            jax.process_count(),
+            local_devices,
+            config_key="config.eval_batch_size",
         )
         size = self.config.image_size
         padding = {
@@ -94,7 +98,9 @@ class Evaluator:
         )
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
-            lambda: jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)),
+            lambda: jax.tree.map(
+                lambda s: np.zeros(s.shape, s.dtype), checkpointing.abstract_variables(self.spec)
+            ),
         )
         variables = steps.replicate(variables)
         p_eval_step = self._p_eval_step(normalization)
@@ -132,7 +138,7 @@ def write_results(results: dict[str, Any], path: str) -> None:
 
 
 def evaluate_to_file(
-    evaluator: Evaluator, location: CheckpointLocation, weights: str, output: Optional[str] = None
+    evaluator: Evaluator, location: CheckpointLocation, weights: str, output: str | None = None
 ) -> tuple[dict[str, Any], str]:
     """Evaluates, then writes the results (to `output`, or `results_path`): nothing is written when
     the checkpoint or the data cannot be read. Returns (results, path)."""
@@ -142,7 +148,7 @@ def evaluate_to_file(
     return results, path
 
 
-def final_step(workdir: str) -> Optional[int]:
+def final_step(workdir: str) -> int | None:
     """The step of the training job's final_metrics.json, once the job has written it."""
     try:
         with open(os.path.join(workdir, FINAL_METRICS_FILE)) as f:
@@ -151,7 +157,7 @@ def final_step(workdir: str) -> Optional[int]:
         return None
 
 
-def _next_action(workdir: str, evaluated: set[int], deadline: Optional[float]) -> tuple[int, bool]:
+def _next_action(workdir: str, evaluated: set[int], deadline: float | None) -> tuple[int, bool]:
     """(the next step to evaluate or -1, whether to stop), decided by process 0 for every host."""
     decision = np.array([-1, 0])
     if jax.process_index() == 0:
@@ -169,7 +175,7 @@ def follow(
     workdir: str,
     weights: str,
     poll_interval_s: float,
-    timeout_s: Optional[float] = None,
+    timeout_s: float | None = None,
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Evaluates every checkpoint of a (possibly running) training job once, oldest first, writing
     each result file, and yields (results, path). Stops once the job's final step is evaluated (its
@@ -192,10 +198,14 @@ def follow(
                 if os.path.exists(location.step_directory):
                     logging.warning("Skipped the checkpoint of step %d, which is damaged: %s", step, error)
                 else:
-                    logging.warning("Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step)
+                    logging.warning(
+                        "Checkpoint %d was deleted (max_to_keep) before it was read; skipped.", step
+                    )
             continue
         if stop:
             if final_step(workdir) not in evaluated:
-                logging.warning("Stopped following %s after %s s without its final checkpoint.", workdir, timeout_s)
+                logging.warning(
+                    "Stopped following %s after %s s without its final checkpoint.", workdir, timeout_s
+                )
             return
         time.sleep(poll_interval_s)

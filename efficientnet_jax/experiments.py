@@ -20,7 +20,8 @@ import importlib.util
 import itertools
 import json
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
@@ -50,10 +51,10 @@ class Run:
     width_multiplier: float
     resolution_multiplier: float
     overrides: dict[str, Any]  # dotted training-config keys -> values, e.g. {"model.width": 0.55}
-    phi: Optional[float] = None
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    gamma: Optional[float] = None
+    phi: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    gamma: float | None = None
 
 
 def flops_multiplier(alpha: float, beta: float, gamma: float) -> float:
@@ -115,7 +116,7 @@ def _scaled_run(
     resolution_multiplier: float,
     resolution: int,
     resolution_divisor: int,
-    **settings: Optional[float],
+    **settings: float | None,
 ) -> Run:
     width, depth, _ = base_coefficients(train)
     overrides = {

@@ -102,10 +102,16 @@ def _deploy_form(next_fun, args, kwargs, context):
     LiteRT's converter turns the flattened matrix product there into a rank-4 BATCH_MATMUL it rejects."""
     if context.method_name == "__call__" and isinstance(context.module, nn.BatchNorm):
         return args[0] + context.module.get_variable("params", "bias")
-    if context.method_name == "__call__" and isinstance(context.module, layers.PointwiseConv) and args[0].shape[1:3] == (1, 1):
+    if (
+        context.method_name == "__call__"
+        and isinstance(context.module, layers.PointwiseConv)
+        and args[0].shape[1:3] == (1, 1)
+    ):
         kernel = context.module.get_variable("params", "kernel")
         bias = context.module.get_variable("params", "bias")
-        outputs = jax.lax.conv_general_dilated(args[0], kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        outputs = jax.lax.conv_general_dilated(
+            args[0], kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         return outputs if bias is None else outputs + bias
     return next_fun(*args, **kwargs)
 
@@ -137,9 +143,13 @@ def folder_images(classifier: prediction.Classifier, directory: str, count: int)
     try:
         names = sorted(name for name in os.listdir(directory) if name.lower().endswith(IMAGE_EXTENSIONS))
     except OSError as error:
-        raise ExportError(f"Cannot read --calibration_data={directory} ({error.strerror or error}).") from error
+        raise ExportError(
+            f"Cannot read --calibration_data={directory} ({error.strerror or error})."
+        ) from error
     if not names:
-        raise ExportError(f"--calibration_data={directory} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+        raise ExportError(
+            f"--calibration_data={directory} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."
+        )
     images = []
     for name in names[:count]:
         try:
@@ -171,7 +181,9 @@ def dataset_images(classifier: prediction.Classifier, count: int) -> np.ndarray:
         ) from None
     builder = input_pipeline.get_builder(config)
     examples = builder.as_dataset(
-        split=f"{config.eval_split}[:{count}]", decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
+        split=f"{config.eval_split}[:{count}]",
+        decoders={"image": tfds.decode.SkipDecoding()},
+        shuffle_files=False,
     )
     record = classifier.record
     return np.stack(
@@ -264,12 +276,16 @@ def to_onnx(function: Callable, input_shape: tuple, batch: str, input: str, text
     return model.SerializeToString()
 
 
-def write_saved_model(function: Callable, input_shape: tuple, batch: str, input: str, text: str, path: str) -> None:
+def write_saved_model(
+    function: Callable, input_shape: tuple, batch: str, input: str, text: str, path: str
+) -> None:
     """A SavedModel whose `logits` function is the export, and `metadata` the sidecar's text."""
     import tensorflow as tf
 
     module = tf.Module()
-    _, module.logits = _tensorflow_function(function, input_shape, tf.uint8 if input == "uint8" else tf.float32, batch)
+    _, module.logits = _tensorflow_function(
+        function, input_shape, tf.uint8 if input == "uint8" else tf.float32, batch
+    )
     module.metadata = tf.Variable(text, trainable=False)
     tf.saved_model.save(module, path)
 
@@ -339,7 +355,14 @@ def export(
         else dataset_images(classifier, needed)
     )
     return export_classifier(
-        classifier, format, output, images, quantization=quantization, batch=batch, input=input, check_images=check_images
+        classifier,
+        format,
+        output,
+        images,
+        quantization=quantization,
+        batch=batch,
+        input=input,
+        check_images=check_images,
     )
 
 

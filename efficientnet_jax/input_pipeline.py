@@ -34,12 +34,12 @@ import math
 import os
 from collections.abc import Callable, Iterator
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from tensorflow.python.eager import context as tf_context
 
 import efficientnet_jax.datasets  # noqa: F401  (registers sklearn_digits)
@@ -352,9 +352,13 @@ def resize(image: tf.Tensor, image_size: int, method: str) -> tf.Tensor:
     pixels; on the official Lite0 weights the rounding moves the logits by far less than the resize
     method does (BENCHMARKS.md, "Resizing"), so it stays.
     """
-    if method == "tf1_bicubic":  # the kernel of tf.compat.v1.image.resize_bicubic, without its deprecation notice
+    # tf1_bicubic: the kernel of tf.compat.v1.image.resize_bicubic, without its deprecation notice
+    if method == "tf1_bicubic":
         resized = tf.raw_ops.ResizeBicubic(
-            images=image[tf.newaxis], size=[image_size, image_size], align_corners=False, half_pixel_centers=False
+            images=image[tf.newaxis],
+            size=[image_size, image_size],
+            align_corners=False,
+            half_pixel_centers=False,
         )[0]
     elif method in RESIZE_METHODS:
         resized = tf.image.resize(image, [image_size, image_size], method=method)
@@ -470,7 +474,8 @@ def preprocess_train_examples(
     epoch_seed: tf.Tensor,
     config: ml_collections.ConfigDict,
 ) -> tf.data.Dataset:
-    """(index, {"image": bytes, "label"}) -> {"image" (uint8), "label", "index", "valid"}, one output per input.
+    """(index, {"image": bytes, "label"}) -> {"image" (uint8), "label", "index", "valid"},
+    one output per input.
 
     An example whose image cannot be decoded comes out as a zero image with
     valid=False instead of raising or vanishing. Dropping it would shift every

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -236,14 +237,14 @@ class Block(nn.Module):
     kernel_size: int
     stride: int
     expand_ratio: int
-    se_ratio: Optional[float]
+    se_ratio: float | None
     drop_path_rate: float
     identity_skip: bool = True  # False: no residual even where the shapes allow one ('noskip')
     activation: str = "swish"
     batch_norm_momentum: float = 0.99
     batch_norm_epsilon: float = 1e-3
-    batch_norm_axis_name: Optional[str] = None
-    batch_norm_axis_index_groups: Optional[ReplicaGroups] = None
+    batch_norm_axis_name: str | None = None
+    batch_norm_axis_index_groups: ReplicaGroups | None = None
     dtype: Dtype = jnp.float32
     freeze_batch_norm: bool = False  # normalise with the moving statistics and keep them, even in training
 

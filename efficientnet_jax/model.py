@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Union
 
 import flax.linen as nn
 import jax
@@ -22,7 +21,7 @@ def stochastic_depth_rate(block_index: int, num_blocks: int, drop_connect_rate: 
     return drop_connect_rate * block_index / num_blocks
 
 
-def batch_norm_groups(num_replicas: int, group_size: int) -> Optional[ReplicaGroups]:
+def batch_norm_groups(num_replicas: int, group_size: int) -> ReplicaGroups | None:
     """Consecutive groups of `group_size` replicas, in the order of the pmapped axis (across hosts:
     jax.devices()' order), each normalising with its members' pooled batch statistics, as the official
     TPU batch norms group shards (`TpuBatchNormalization`; configuration.batch_norm_group_size gives
@@ -59,9 +58,9 @@ class EfficientNet(nn.Module):
     """
 
     spec: ModelSpec
-    batch_norm_axis_name: Optional[str] = None  # set under pmap for cross-replica statistics
+    batch_norm_axis_name: str | None = None  # set under pmap for cross-replica statistics
     # Replica groups that share batch statistics (`batch_norm_groups`); None: all replicas of the axis.
-    batch_norm_axis_index_groups: Optional[ReplicaGroups] = None
+    batch_norm_axis_index_groups: ReplicaGroups | None = None
     freeze_batch_norm: bool = False
 
     @nn.compact
@@ -126,11 +125,13 @@ class EfficientNet(nn.Module):
         x = activation(batch_norm(name="head_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(spec.dropout_rate, name="head_dropout")(x, deterministic=not train)
-        logits = nn.Dense(spec.num_classes, kernel_init=layers.dense_kernel_init, dtype=dtype, name="classifier")(x)
+        logits = nn.Dense(
+            spec.num_classes, kernel_init=layers.dense_kernel_init, dtype=dtype, name="classifier"
+        )(x)
         return logits.astype(jnp.float32)
 
 
-def model_spec(name_or_spec: Union[str, ModelSpec], **overrides) -> ModelSpec:
+def model_spec(name_or_spec: str | ModelSpec, **overrides) -> ModelSpec:
     """A `ModelSpec` from a variant name ('efficientnet-b0'..'efficientnet-b7', 'b0'..'b7', 'b8', 'l2',
     'lite0'..'lite4', 'edgetpu-s'/'-m'/'-l', 'efficientnetv2-s' or 'v2-s', 'v2-m', 'v2-l', 'v2-xl',
     'v2-b0'..'v2-b3') or an existing spec, with field overrides (e.g. num_classes=10,
@@ -143,9 +144,9 @@ def model_spec(name_or_spec: Union[str, ModelSpec], **overrides) -> ModelSpec:
 
 
 def create_model(
-    name_or_spec: Union[str, ModelSpec],
-    num_classes: Optional[int] = None,
-    batch_norm_axis_name: Optional[str] = None,
+    name_or_spec: str | ModelSpec,
+    num_classes: int | None = None,
+    batch_norm_axis_name: str | None = None,
     **overrides,
 ) -> EfficientNet:
     """The public entry point used by train.py, eval.py and the tests. `num_classes` defaults to the

@@ -54,7 +54,9 @@ def learning_rate_schedule(
     return schedule
 
 
-def rmsprop(learning_rate: optax.ScalarOrSchedule, config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def rmsprop(
+    learning_rate: optax.ScalarOrSchedule, config: ml_collections.ConfigDict
+) -> optax.GradientTransformation:
     """TF1 RMSProp: ms = decay*ms + (1-decay)*g^2 with ms starting at 1.0; mom = momentum*mom +
     lr*g/sqrt(ms + eps); w -= mom. optax's rmsprop chains these in that order (the learning rate
     is applied before the momentum trace, as TF does)."""
@@ -114,5 +116,7 @@ def l2_penalty(params) -> jax.Array:
     """sum(v^2) / 2 over decayed variables (tf.nn.l2_loss); times `weight_decay` it joins the loss,
     so its gradient goes through RMSProp as in the reference (unlike decoupled weight decay)."""
     mask = weight_decay_mask(params)
-    squares = jax.tree.map(lambda p, m: jnp.sum(jnp.square(p.astype(jnp.float32))) if m else 0.0, params, mask)
+    squares = jax.tree.map(
+        lambda p, m: jnp.sum(jnp.square(p.astype(jnp.float32))) if m else 0.0, params, mask
+    )
     return 0.5 * sum(jax.tree.leaves(squares))

@@ -77,7 +77,8 @@ def stage_schedule(
     final_size = train_image_size(config)
     if num_stages < 0:
         raise ConfigError(
-            f"config.progressive.num_stages must be >= 0 (0 or 1: off, 4: EfficientNetV2's), got {num_stages}."
+            f"config.progressive.num_stages must be >= 0 (0 or 1: off, 4: EfficientNetV2's), "
+            f"got {num_stages}."
         )
     if num_stages <= 1:
         return (
@@ -94,8 +95,9 @@ def stage_schedule(
         )
     if not 0 < progressive.min_image_size <= final_size:
         raise ConfigError(
-            f"config.progressive.min_image_size={progressive.min_image_size} must lie between 1 and the final "
-            f"train size {final_size} (config.train_image_size, else config.image_size); lower it."
+            f"config.progressive.min_image_size={progressive.min_image_size} must lie between 1 "
+            f"and the final train size {final_size} (config.train_image_size, else config.image_size); "
+            f"lower it."
         )
     if num_train_steps < num_stages:
         raise ConfigError(
@@ -193,7 +195,8 @@ def schedule_differences(saved: dict[str, Any] | None, schedule: Sequence[Stage]
     if len(saved_stages) != len(expected):
         return [f"{len(saved_stages) or 'no'} stages saved, {len(expected) or 'no'} stages in the config"]
     return [
-        f"stage {stage['index'] + 1}'s {field.replace('_', ' ')}: {saved_stage[field]} saved, {stage[field]} now"
+        f"stage {stage['index'] + 1}'s {field.replace('_', ' ')}: "
+        f"{saved_stage[field]} saved, {stage[field]} now"
         for saved_stage, stage in zip(saved_stages, expected)
         for field in (field.name for field in dataclasses.fields(Stage))
         if saved_stage[field] != stage[field]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from efficientnet_jax.normalizations import (
     EDGE_NORMALIZATION,
@@ -56,7 +56,7 @@ class StageSpec:
     expand_ratio: int
     input_filters: int
     output_filters: int
-    se_ratio: Optional[float]  # None or 0: no squeeze-and-excitation
+    se_ratio: float | None  # None or 0: no squeeze-and-excitation
     fused: bool = False
     identity_skip: bool = True
 
@@ -76,7 +76,7 @@ class VariantCoefficients:
     resolution: int
     dropout_rate: float
     baseline: str = "efficientnet-b0"
-    train_resolution: Optional[int] = None
+    train_resolution: int | None = None
 
 
 # The released coefficients (efficientnet_builder.efficientnet_params, and the Lite and EdgeTPU

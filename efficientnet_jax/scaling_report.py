@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
-from typing import Any, Optional
+from typing import Any
 
 import matplotlib
 
@@ -31,8 +31,8 @@ CSV_FILE, MARKDOWN_FILE = "report.csv", "report.md"
 ACCURACY_PLOT, GRID_PLOT = "accuracy_vs_flops.png", "grid_search.png"
 
 
-@functools.lru_cache(maxsize=None)
-def num_classes(dataset: str, data_dir: Optional[str]) -> int:
+@functools.cache
+def num_classes(dataset: str, data_dir: str | None) -> int:
     """From the dataset's metadata: nothing is downloaded or prepared."""
     return tfds.builder(dataset, data_dir=data_dir).info.features["label"].num_classes
 
@@ -77,7 +77,7 @@ def collect_rows(workdir: str) -> tuple[dict, list[dict[str, Any]]]:
     return manifest["sweep"], rows
 
 
-def chosen_grid_point(rows: list[dict], metric: str) -> Optional[dict]:
+def chosen_grid_point(rows: list[dict], metric: str) -> dict | None:
     """The paper's choice after step 1: the best grid point (ties: fewer FLOPs)."""
     scored = [row for row in rows if row[metric] is not None and "grid_search" in row["methods"].split(";")]
     return max(scored, key=lambda row: (row[metric], -row["multiply_adds"])) if scored else None
@@ -100,7 +100,7 @@ def _cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _percent(value: Optional[float]) -> str:
+def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
@@ -240,7 +240,7 @@ def plot_grid_search(rows: list[dict], metric: str, path: str) -> None:
     plt.close(figure)
 
 
-def write_report(workdir: str, output_dir: Optional[str] = None) -> dict[str, str]:
+def write_report(workdir: str, output_dir: str | None = None) -> dict[str, str]:
     """Writes the CSV, the Markdown table and the plots; returns {kind: path}."""
     output_dir = output_dir or os.path.join(workdir, "report")
     os.makedirs(output_dir, exist_ok=True)

@@ -13,7 +13,8 @@ weights expect (`normalize`), then the model's compute dtype (the model casts).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax
 import flax.jax_utils
@@ -41,7 +42,9 @@ class TrainState:
     ema_batch_stats: Any
 
 
-def create_train_state(rng: jax.Array, model: EfficientNet, image_size: int, tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+    rng: jax.Array, model: EfficientNet, image_size: int, tx: optax.GradientTransformation
+) -> TrainState:
     """Initial state on the host; the EMA starts at the initial values (TF's moving averages do)."""
 
     @jax.jit
@@ -60,7 +63,9 @@ def create_train_state(rng: jax.Array, model: EfficientNet, image_size: int, tx:
     return init(rng)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float
+) -> jax.Array:
     """Per-example softmax cross-entropy in float32 with TF-style label smoothing.
 
     `labels` are class ids [N] or, from Mixup/CutMix (batch_mixing.py), probabilities [N, num_classes];
@@ -91,7 +96,8 @@ def normalize(images: jax.Array, normalization: InputNormalization) -> jax.Array
     Looked up in `normalization_table` rather than computed: XLA rewrites a division by a per-channel
     value into a multiplication by its reciprocal (constant or not), which is one unit in the last
     place off the true quotient for about a quarter of the pixels, and a train step on those inputs
-    then differs from the step on the host-normalised ones in some parameters. The lookup gives the host's bits exactly (tests/test_train.py).
+    then differs from the step on the host-normalised ones in some parameters. The lookup gives the
+    host's bits exactly (tests/test_train.py).
     Mixup/CutMix batches arrive as blended float32 pixels in [0, 255], which are not table entries:
     those are normalised arithmetically."""
     if images.dtype != jnp.uint8:
@@ -271,7 +277,7 @@ def pmap_train_step(
     config: ml_collections.ConfigDict,
     rng: jax.Array,
     normalization: InputNormalization,
-    devices: Optional[list] = None,
+    devices: list | None = None,
 ) -> Callable:
     """`train_step` pmapped over the devices, the state's buffers donated (updated in place); the
     normalisation is a constant of the compiled step."""
@@ -288,14 +294,14 @@ def pmap_train_step(
 
 
 def pmap_eval_step(
-    model: EfficientNet, normalization: InputNormalization, devices: Optional[list] = None
+    model: EfficientNet, normalization: InputNormalization, devices: list | None = None
 ) -> Callable:
     """`eval_step` pmapped over the devices, the normalisation a constant of the compiled step."""
     step = functools.partial(eval_step, model=model, normalization=normalization)
     return jax.pmap(step, axis_name=AXIS_NAME, devices=devices)
 
 
-def replicate(tree: Any, devices: Optional[list] = None) -> Any:
+def replicate(tree: Any, devices: list | None = None) -> Any:
     """Copies a host tree to every device, laid out exactly as pmap's outputs are.
 
     `flax.jax_utils.replicate` alone gives arrays sharded over a differently named mesh, so the

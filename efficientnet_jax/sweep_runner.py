@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from efficientnet_jax.experiments import SweepError
 
@@ -36,7 +36,7 @@ MANIFEST_FILE = "sweep.json"
 ERROR_CHARACTERS = 1000  # of the log's last lines kept as a failed run's error
 
 
-def _read_json(path: str) -> Optional[dict]:
+def _read_json(path: str) -> dict | None:
     try:
         with open(path) as f:
             return json.load(f)
@@ -52,7 +52,7 @@ def write_json(path: str, data: dict) -> None:
     os.replace(temporary, path)
 
 
-def final_metrics(run_dir: str) -> Optional[dict]:
+def final_metrics(run_dir: str) -> dict | None:
     return _read_json(os.path.join(run_dir, FINAL_METRICS_FILE))
 
 
@@ -156,7 +156,7 @@ class _StopRequest:
 
     def __init__(self):
         self.requested = False
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
         self._previous = {}
 
     def __enter__(self):

@@ -29,13 +29,22 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from efficientnet_jax import (
-    checkpointing, configuration, errors, finetuning, input_pipeline, optim, progressive, scaling, steps,
+    checkpointing,
+    configuration,
+    errors,
+    finetuning,
+    input_pipeline,
+    optim,
+    progressive,
+    scaling,
+    steps,
 )
 from efficientnet_jax.configuration import ConfigError
 from efficientnet_jax.layers import ReplicaGroups
 from efficientnet_jax.model import EfficientNet, batch_norm_groups
 from efficientnet_jax.normalizations import InputNormalization, describe_normalization
 from efficientnet_jax.steps import AXIS_NAME, TrainState
+
 MULTIHOST_CHECK_EVERY_STEPS = 10
 
 
@@ -97,7 +106,9 @@ class NonFiniteError(errors.UserError, FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
 
-def _check_finite(fetched: list[dict[str, np.ndarray]], step: int, checkpointer: checkpointing.Checkpointer) -> None:
+def _check_finite(
+    fetched: list[dict[str, np.ndarray]], step: int, checkpointer: checkpointing.Checkpointer
+) -> None:
     """Raises NonFiniteError at the first of the fetched steps (the last one is `step`) whose loss or
     updated state is not finite. It waits for the save in flight first, so the checkpoint it names
     is complete; the non-finite state itself is never saved."""
@@ -112,12 +123,14 @@ def _check_finite(fetched: list[dict[str, np.ndarray]], step: int, checkpointer:
         checkpointer.wait()
         last_good = checkpointer.latest_step()
         resume = (
-            f"the last good checkpoint is step {last_good} in {checkpointer.directory}, where a restart resumes"
-            if last_good is not None else "no checkpoint was written, so a restart starts from scratch"
+            f"the last good checkpoint is step {last_good} in {checkpointer.directory}, "
+            f"where a restart resumes"
+            if last_good is not None
+            else "no checkpoint was written, so a restart starts from scratch"
         )
         raise NonFiniteError(
-            f"Non-finite {what} at step {first + offset}: stopping without saving it; {resume}. If it recurs, "
-            f"lower config.base_learning_rate or raise config.warmup_epochs."
+            f"Non-finite {what} at step {first + offset}: stopping without saving it; {resume}. "
+            f"If it recurs, lower config.base_learning_rate or raise config.warmup_epochs."
         )
 
 
@@ -173,7 +186,10 @@ def train_and_evaluate(
     num_classes = builder.info.features["label"].num_classes
     input_pipeline.per_device_batch_size(config.batch_size, jax.process_count(), jax.local_device_count())
     input_pipeline.per_device_batch_size(
-        config.eval_batch_size, jax.process_count(), jax.local_device_count(), config_key="config.eval_batch_size"
+        config.eval_batch_size,
+        jax.process_count(),
+        jax.local_device_count(),
+        config_key="config.eval_batch_size",
     )
     steps_per_epoch = input_pipeline.steps_per_epoch(config)
     num_train_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
@@ -200,7 +216,8 @@ def train_and_evaluate(
     )
     with checkpointer:
         pretrained = None
-        if config.init_checkpoint and checkpointer.latest_step() is None:  # read and checked before anything compiles
+        # read and checked before anything compiles
+        if config.init_checkpoint and checkpointer.latest_step() is None:
             pretrained, pretrained_normalization = finetuning.read_pretrained(config, spec)
 
         rng = jax.random.key(config.seed)
@@ -221,9 +238,13 @@ def train_and_evaluate(
             checkpointing.check_same_schedule(weights_source, saved_schedule)
         elif pretrained is not None:
             state = finetuning.start_from(state, pretrained, tx)
-            logging.info("Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint)
+            logging.info(
+                "Fine-tuning from the %s weights of %s.", config.init_weights, config.init_checkpoint
+            )
             weights_normalization, weights_source = pretrained_normalization, config.init_checkpoint
-        normalization = configuration.resolve_input_normalization(config, weights_normalization, weights_source)
+        normalization = configuration.resolve_input_normalization(
+            config, weights_normalization, weights_source
+        )
         preprocessing = configuration.resolve_preprocessing(config, weights_preprocessing, weights_source)
         config = configuration.with_preprocessing(config, preprocessing)  # what the input pipelines read
         model_record = checkpointing.ModelRecord.of(
@@ -242,23 +263,35 @@ def train_and_evaluate(
 
         writer = metric_writers.create_default_writer(workdir, just_logging=not is_coordinator)
         if start_step == 0:
-            writer.write_hparams({k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+            writer.write_hparams(
+                {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+            )
         logging.info(
             "Training %s (%d classes) on %s: %d steps (%d per epoch), global batch %d on %d devices, "
             "batch-norm statistics over groups of %d, inputs normalised as %s.",
-            spec.name, num_classes, config.dataset, num_train_steps, steps_per_epoch, config.batch_size, jax.device_count(),
-            group_size, describe_normalization(normalization),
+            spec.name,
+            num_classes,
+            config.dataset,
+            num_train_steps,
+            steps_per_epoch,
+            config.batch_size,
+            jax.device_count(),
+            group_size,
+            describe_normalization(normalization),
         )
 
         def run_eval(step: int) -> dict[str, float]:
             results = {}
-            for weights, (params, batch_stats) in checkpointing.WEIGHT_FIELDS.items():  # the names eval.py uses
+            # the names eval.py uses
+            for weights, (params, batch_stats) in checkpointing.WEIGHT_FIELDS.items():
                 variables = {"params": getattr(state, params), "batch_stats": getattr(state, batch_stats)}
                 batches, _ = input_pipeline.create_eval_iterator(config)
                 start = time.perf_counter()
                 metrics = steps.evaluate(p_eval_step, variables, batches)
                 results.update({f"eval_{weights}_{k}": v for k, v in metrics.items()})
-                results[f"eval_{weights}_images_per_second"] = metrics["num_examples"] / (time.perf_counter() - start)
+                results[f"eval_{weights}_images_per_second"] = metrics["num_examples"] / (
+                    time.perf_counter() - start
+                )
             writer.write_scalars(step, {k: v for k, v in results.items() if not k.endswith("num_examples")})
             logging.info(
                 "eval @ step %d: raw top-1 %.4f top-5 %.4f | EMA top-1 %.4f top-5 %.4f (%d examples)",
@@ -289,9 +322,12 @@ def train_and_evaluate(
                 step += 1
                 progress.step = step
                 pending_metrics.append(metrics)
-                if step == stage_start_step + 1:  # the stage's train step compiled: time it, leave it out of img/s
+                # the stage's train step compiled: time it, leave it out of img/s
+                if step == stage_start_step + 1:
                     jax.block_until_ready(metrics)
-                    logging.info("First step (compilation included) took %.1f s.", time.perf_counter() - stage_start)
+                    logging.info(
+                        "First step (compilation included) took %.1f s.", time.perf_counter() - stage_start
+                    )
                     window_start, window_step = time.perf_counter(), step
 
                 at_end = step == num_train_steps
@@ -302,11 +338,17 @@ def train_and_evaluate(
                     fetched = jax.device_get(pending_metrics)
                     pending_metrics = []
                     _check_finite(fetched, step, checkpointer)
-                    last_metrics = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[-1] if k != "state_finite"}
+                    last_metrics = {
+                        k: float(np.mean([m[k][0] for m in fetched]))
+                        for k in fetched[-1]
+                        if k != "state_finite"
+                    }
                 if should_log:
                     elapsed = time.perf_counter() - window_start
                     steps_done = step - window_step
-                    images_per_second = steps_done * config.batch_size / elapsed if steps_done and elapsed > 0 else 0.0
+                    images_per_second = (
+                        steps_done * config.batch_size / elapsed if steps_done and elapsed > 0 else 0.0
+                    )
                     step_seconds = elapsed / steps_done if steps_done else float("nan")
                     eta = (num_train_steps - step) * step_seconds if steps_done else float("nan")
                     writer.write_scalars(step, {
@@ -314,9 +356,17 @@ def train_and_evaluate(
                         "corrupt_images_skipped": input_pipeline.corrupt_images_skipped(),
                     })
                     logging.info(
-                        "step %d/%d (%.1f%%) loss %.4f top-1 %.3f lr %.5f grad-norm %.3f | %.1f img/s, %.3f s/step, ETA %s",
-                        step, num_train_steps, 100 * step / num_train_steps, last_metrics["loss"], last_metrics["top1"],
-                        last_metrics["learning_rate"], last_metrics["grad_norm"], images_per_second, step_seconds,
+                        "step %d/%d (%.1f%%) loss %.4f top-1 %.3f lr %.5f grad-norm %.3f | "
+                        "%.1f img/s, %.3f s/step, ETA %s",
+                        step,
+                        num_train_steps,
+                        100 * step / num_train_steps,
+                        last_metrics["loss"],
+                        last_metrics["top1"],
+                        last_metrics["learning_rate"],
+                        last_metrics["grad_norm"],
+                        images_per_second,
+                        step_seconds,
                         _format_duration(eta) if math.isfinite(eta) else "?",
                     )
                     window_start, window_step = time.perf_counter(), step
@@ -325,7 +375,9 @@ def train_and_evaluate(
                 if should_checkpoint or preempted:  # the state to save was checked finite above
                     checkpointer.save(step, steps.unreplicate(state), model_record, saved_schedule)
                 if preempted:
-                    logging.warning("Stopped at step %d on request; restart the same command to resume.", step)
+                    logging.warning(
+                        "Stopped at step %d on request; restart the same command to resume.", step
+                    )
                     break
         if not eval_results:  # resumed from the final checkpoint of a job stopped before its last lines
             eval_results = run_eval(step)

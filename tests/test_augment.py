@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 
 from efficientnet_jax import augment as A  # noqa: E402
-from tests.augmentation_helpers import (
+from tests.augmentation_helpers import (  # noqa: E402
     PHOTOGRAPHS,
     H,
     W,
@@ -388,7 +388,9 @@ def test_inside_tf_data_map_with_per_element_seed(china):
     images = tf.data.Dataset.from_tensors(tf.constant(china)).repeat(n)
     seeds = tf.data.Dataset.range(n).map(lambda i: tf.stack([tf.constant(7, tf.int64), i]))
     for augment, m in (("autoaugment", 0.0), ("randaugment", 17.0)):
-        ds = tf.data.Dataset.zip((images, seeds)).map(lambda im, s: A.apply(im, s, augment, 2, m))
+        ds = tf.data.Dataset.zip((images, seeds)).map(
+            lambda im, s, augment=augment, m=m: A.apply(im, s, augment, 2, m)
+        )
         assert ds.element_spec == tf.TensorSpec((H, W, 3), tf.uint8)  # static shape survives
         for i, out in enumerate(ds):
             np.testing.assert_array_equal(out.numpy(), _np(A.apply(china, _seed(i), augment, 2, m)))

@@ -121,12 +121,18 @@ def test_mixup_fraction_follows_the_folded_beta_distribution(alpha):
     # a KS test on the continuous CDF detects; below 1e-5 (a tenth of the draws at alpha 0.2, 6% of
     # them under 1e-6) only their share is checked.
     floor = 1e-5
-    folded_cdf = lambda t: np.minimum(2.0 * scipy.stats.beta.cdf(t, alpha, alpha), 1.0)
+
+    def folded_cdf(t):
+        return np.minimum(2.0 * scipy.stats.beta.cdf(t, alpha, alpha), 1.0)
+
     below = np.mean(fraction < floor)
     assert abs(below - folded_cdf(floor)) < 6 * np.sqrt(
         folded_cdf(floor) * (1 - folded_cdf(floor)) / num_examples
     )
-    conditional_cdf = lambda t: (folded_cdf(t) - folded_cdf(floor)) / (1.0 - folded_cdf(floor))
+
+    def conditional_cdf(t):
+        return (folded_cdf(t) - folded_cdf(floor)) / (1.0 - folded_cdf(floor))
+
     assert scipy.stats.kstest(fraction[fraction >= floor], conditional_cdf).pvalue > 1e-4
 
 

@@ -22,9 +22,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from efficientnet_jax import augment as A
-from efficientnet_jax import device_augment as D
-from tests.augmentation_helpers import (
+from efficientnet_jax import augment as A  # noqa: E402
+from efficientnet_jax import device_augment as D  # noqa: E402
+from tests.augmentation_helpers import (  # noqa: E402
     PHOTOGRAPHS,
     H,
     W,
@@ -85,7 +85,8 @@ def _low_contrast(image: np.ndarray) -> np.ndarray:
 # rounded, on exact integer inputs (blends: PIL's `d + f (x - d)`, truncated; without the device's guard
 # against a fused multiply-add, 1 value in 3,000 of Color and Contrast came out one level lower).
 EXACT_OPS = (
-    "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness",
+    "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd",
+    "Color", "Contrast", "Brightness", "Sharpness",
 )  # fmt: skip
 
 

@@ -28,7 +28,13 @@ def run(*command):
     """`python <command>` from the repository root, on 2 CPU devices, as tests/test_train.py runs train.py."""
     env = dict(os.environ, XLA_FLAGS=xla_flags.for_devices(2), PYTHONUNBUFFERED="1")
     return subprocess.run(
-        [sys.executable, *command], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, *command],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -44,7 +50,9 @@ def assert_one_line_error(result, program, reason):
 def trained(data_dir, tmp_path_factory):
     """A workdir trained for 2 steps by train.py (a checkpoint at step 2), and train.py's console."""
     workdir = str(tmp_path_factory.mktemp("run"))
-    result = run("train.py", f"--config={TINY_CONFIG}:{data_dir}", f"--workdir={workdir}", "--config.num_train_steps=2")
+    result = run(
+        "train.py", f"--config={TINY_CONFIG}:{data_dir}", f"--workdir={workdir}", "--config.num_train_steps=2"
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir, result.stdout + result.stderr
 
@@ -53,8 +61,15 @@ def test_the_console_shows_our_lines_and_the_log_file_every_librarys(trained):
     workdir, console = trained
     for line in (ORBAX_INFO, TFDS_INFO, *TENSORFLOW_STARTUP):
         assert line not in console, console
-    for line in ("Training efficientnet-b0", "step 2/2", "img/s", "ETA", "eval @ step 2", "Finished saving checkpoint",
-                 "Final metrics"):
+    for line in (
+        "Training efficientnet-b0",
+        "step 2/2",
+        "img/s",
+        "ETA",
+        "eval @ step 2",
+        "Finished saving checkpoint",
+        "Final metrics",
+    ):
         assert line in console, console
     assert len(console.splitlines()) <= 12, console
     with open(os.path.join(workdir, "logs", "train.log")) as f:
@@ -80,21 +95,49 @@ def test_eval_of_a_damaged_checkpoint_is_one_line(trained, data_dir, tmp_path):
     "command, program, reason",
     [
         # Without --config, ml_collections applies the overrides to the default config file at import.
-        (["train.py", "--config.batch_sise=8"], "train.py", "Unknown config key 'batch_sise'. Did you mean \"batch_size\""),
-        (["train.py", "--config={tiny}", "--config.batch_size=eight"], "train.py", "--config.batch_size=eight"),
+        (
+            ["train.py", "--config.batch_sise=8"],
+            "train.py",
+            "Unknown config key 'batch_sise'. Did you mean \"batch_size\"",
+        ),
+        (
+            ["train.py", "--config={tiny}", "--config.batch_size=eight"],
+            "train.py",
+            "--config.batch_size=eight",
+        ),
         (["eval.py", "--config={tiny}", "--checkpoint={tmp}/missing"], "eval.py", "missing does not exist"),
-        (["sweep.py", "--config=configs/scaling/compound.py:phi=2,alpha=0", "--workdir={tmp}/sweep"], "sweep.py",
-         "Bad sweep: config.sweep.alpha, beta and gamma must all be positive"),
+        (
+            ["sweep.py", "--config=configs/scaling/compound.py:phi=2,alpha=0", "--workdir={tmp}/sweep"],
+            "sweep.py",
+            "Bad sweep: config.sweep.alpha, beta and gamma must all be positive",
+        ),
         (["report.py", "--workdir={tmp}"], "report.py", "No sweep in"),
-        (["-m", "efficientnet_jax.pretrained", "{tmp}/b0.json", "b0", "{tmp}/out"], "python -m efficientnet_jax.pretrained",
-         "is not a weights file"),
-        (["convert_weights.py", "{tmp}/b0.json", "b0", "{tmp}/out"], "convert_weights.py", "is not a weights file"),
-        (["predict.py", "--checkpoint={tmp}/missing", "{tmp}/b0.json"], "predict.py", "missing does not exist"),
+        (
+            ["-m", "efficientnet_jax.pretrained", "{tmp}/b0.json", "b0", "{tmp}/out"],
+            "python -m efficientnet_jax.pretrained",
+            "is not a weights file",
+        ),
+        (
+            ["convert_weights.py", "{tmp}/b0.json", "b0", "{tmp}/out"],
+            "convert_weights.py",
+            "is not a weights file",
+        ),
+        (
+            ["predict.py", "--checkpoint={tmp}/missing", "{tmp}/b0.json"],
+            "predict.py",
+            "missing does not exist",
+        ),
         (["predict.py", "--checkpoint={tmp}"], "predict.py", "Name at least one image file"),
-        (["predict.py", "--checkpoint={tmp}", "--top_k=0", "{tmp}/b0.json"], "predict.py",
-         "--top_k must be at least 1"),
-        (["train.py", "--config={tiny}", "--config.input_normalization=lab", "--workdir={tmp}/run"],
-         "train.py", "config.input_normalization='lab' is neither one of 'imagenet', 'edge', 'signed_unit'"),
+        (
+            ["predict.py", "--checkpoint={tmp}", "--top_k=0", "{tmp}/b0.json"],
+            "predict.py",
+            "--top_k must be at least 1",
+        ),
+        (
+            ["train.py", "--config={tiny}", "--config.input_normalization=lab", "--workdir={tmp}/run"],
+            "train.py",
+            "config.input_normalization='lab' is neither one of 'imagenet', 'edge', 'signed_unit'",
+        ),
     ],
 )
 def test_a_user_error_is_one_line(command, program, reason, data_dir, tmp_path):

@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from efficientnet_jax import (
-    checkpointing, configuration, evaluation, finetuning, normalizations, pretrained, scaling, trainer,
+    checkpointing,
+    configuration,
+    evaluation,
+    finetuning,
+    normalizations,
+    pretrained,
+    trainer,
 )
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
@@ -96,10 +102,14 @@ def test_metrics_equal_the_training_jobs_evaluation_and_count_every_example_once
     assert abs(results["ema"]["loss"] - results["raw"]["loss"]) > 1e-3  # the EMA lags the raw weights
 
 
-def test_cli_follow_evaluates_each_checkpoint_once_and_agrees_with_a_second_evaluation(data_dir, workdir, evaluator):
+def test_cli_follow_evaluates_each_checkpoint_once_and_agrees_with_a_second_evaluation(
+    data_dir, workdir, evaluator
+):
     """The job has finished: --follow evaluates steps 2 and 3, once each, and stops at final_metrics'
     step 3. The JSON it writes equals an in-process evaluation, the timing aside."""
-    result = run_eval_cli(data_dir, f"--checkpoint={workdir}", "--follow", "--poll_interval_s=0.1", "--follow_timeout_s=200")
+    result = run_eval_cli(
+        data_dir, f"--checkpoint={workdir}", "--follow", "--poll_interval_s=0.1", "--follow_timeout_s=200"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count('"step":') == 2, result.stdout
     written = sorted(name for name in os.listdir(workdir) if name.startswith("eval_"))
@@ -241,12 +251,17 @@ def test_a_spec_saved_before_fused_blocks_and_fix_head_stem_existed_reads_as_the
 def test_cli_refuses_another_model_naming_both_and_writes_nothing(data_dir, workdir):
     before = files_under(workdir)
     result = run_eval_cli(
-        data_dir, f"--checkpoint={workdir}", "--config.model.variant=efficientnet-b1", "--config.model.width=0.5"
+        data_dir,
+        f"--checkpoint={workdir}",
+        "--config.model.variant=efficientnet-b1",
+        "--config.model.width=0.5",
     )
     assert result.returncode != 0
     message = result.stderr
     assert "eval.py: The checkpoint at" in message and "Traceback" not in message, message[-3000:]
-    assert "efficientnet-b0 (width 0.25" in message and "efficientnet-b1 (width 0.5" in message, message[-3000:]
+    assert "efficientnet-b0 (width 0.25" in message and "efficientnet-b1 (width 0.5" in message, (
+        message[-3000:]
+    )
     assert files_under(workdir) == before
 
 
@@ -268,7 +283,9 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
     model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3))
     normalization = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
     count = normalization.get_weights()[2]  # the published files' front-end: ImageNet statistics
-    normalization.set_weights([np.asarray(pretrained.IMAGENET_MEAN), np.asarray(pretrained.IMAGENET_STD) ** 2, count])
+    normalization.set_weights(
+        [np.asarray(pretrained.IMAGENET_MEAN), np.asarray(pretrained.IMAGENET_STD) ** 2, count]
+    )
     weights_file = str(tmp_path / "b0.weights.h5")
     model.save_weights(weights_file)
     out_dir = tmp_path / "converted"
@@ -278,7 +295,10 @@ def test_converted_keras_weights_are_a_checkpoint_eval_reads(tmp_path, capsys):
     location = checkpointing.locate_checkpoint(str(out_dir))
     assert (location.step, location.results_directory) == (0, str(out_dir))
     record = checkpointing.read_model_record(location.step_directory)  # what the Keras weights expect
-    assert (record.input_normalization, record.eval_crop_padding) == (normalizations.IMAGENET_NORMALIZATION, 32)
+    assert (record.input_normalization, record.eval_crop_padding) == (
+        normalizations.IMAGENET_NORMALIZATION,
+        32,
+    )
     assert record.class_names is None and record.model_spec() == model_spec("b0")
     imported = pretrained.from_keras(weights_file, "b0")
     for weights in ("ema", "raw"):

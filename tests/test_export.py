@@ -3,8 +3,9 @@
 Behind the `export` marker (deselected by default): they need requirements-export.txt, which .ci/run
 installs before running them. The float exports are checked on tiny widths of each family (B0: SE;
 Lite0: ReLU6, no SE; EdgeTPU-S: fused blocks; V2-B0: fused blocks with SE), random weights with
-batch-norm statistics recalibrated on photographs (benchmarks/deploy.py), which folding must carry; the full-size variants are `slow`. The real Lite0
-weights (a peer package) check full-integer int8 on real photographs.
+batch-norm statistics recalibrated on photographs (benchmarks/deploy.py), which folding must carry; the
+full-size variants are `slow`. The real Lite0 weights (a peer package) check full-integer int8 on real
+photographs.
 """
 
 import glob
@@ -62,7 +63,9 @@ def test_float_exports_of_each_family_match_jax(variant, tmp_path):
         ("saved_model", "dynamic", "float"),
     ]:
         output = str(tmp_path / f"{format}-{batch}{'' if format == 'saved_model' else '.' + format}")
-        description, check = export.export_classifier(classifier, format, output, images, batch=batch, input=input)
+        description, check = export.export_classifier(
+            classifier, format, output, images, batch=batch, input=input
+        )
         assert check.images == 3 and check.top1_agreement == 1.0, (format, batch, check)
         sidecar = deployed.read_description(output)
         assert sidecar == description and sidecar.model_record() == classifier.record
@@ -93,7 +96,9 @@ def test_full_integer_export_takes_and_gives_uint8(tmp_path):
     classifier = random_classifier("lite0", **TINY["lite0"])
     images = crops(classifier)
     output = str(tmp_path / "int8.tflite")
-    description, _ = export.export_classifier(classifier, "litert", output, images, quantization="int8", input="uint8")
+    description, _ = export.export_classifier(
+        classifier, "litert", output, images, quantization="int8", input="uint8"
+    )
     interpreter = Interpreter(model_path=output)
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8

@@ -36,8 +36,12 @@ from efficientnet_jax import (
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.datasets import digit_folders
 from efficientnet_jax.model import EfficientNet, model_spec
+from efficientnet_jax.normalizations import (
+    EDGE_NORMALIZATION,
+    IMAGENET_NORMALIZATION,
+    SIGNED_UNIT_NORMALIZATION,
+)
 from efficientnet_jax.pretrained import write_checkpoint
-from efficientnet_jax.normalizations import EDGE_NORMALIZATION, IMAGENET_NORMALIZATION, SIGNED_UNIT_NORMALIZATION
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -257,8 +261,9 @@ def test_converted_weights_bring_their_normalisation_and_the_config_overrides_it
         assert not caplog.records
         assert resolved(lite, input_normalization="imagenet") == IMAGENET_NORMALIZATION
     (warning,) = [record.getMessage() for record in caplog.records]
-    assert f"config.input_normalization=imagenet differs from edge, the normalisation the weights of {lite}" in (
-        warning
+    assert (
+        f"config.input_normalization=imagenet differs from edge, the normalisation the weights of {lite}"
+        in warning
     )
     baselines = {"b0": IMAGENET_NORMALIZATION, "lite2": EDGE_NORMALIZATION, "edgetpu-s": EDGE_NORMALIZATION}
     for variant, expected in baselines.items():
@@ -366,7 +371,9 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error_and_writes_nothing(
 
 
 def test_fine_tuning_options_without_a_checkpoint_are_refused(tmp_path):
-    with pytest.raises(configuration.ConfigError, match="config.freeze_backbone fine-tunes pretrained weights"):
+    with pytest.raises(
+        configuration.ConfigError, match="config.freeze_backbone fine-tunes pretrained weights"
+    ):
         trainer.train_and_evaluate(tiny_config(None, freeze_backbone=True), str(tmp_path / "run"))
     with pytest.raises(configuration.ConfigError, match="config.init_weights must be 'ema' or 'raw'"):
         trainer.train_and_evaluate(

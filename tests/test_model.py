@@ -138,7 +138,12 @@ def test_feature_maps_at_strides_2_to_32():
 def _tf_same_reference_conv(x, kernel, stride, groups=1):
     pads = [layers.tf_same_padding(size, k, stride) for size, k in zip(x.shape[1:3], kernel.shape[:2])]
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups
+        x,
+        kernel,
+        (stride, stride),
+        pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
     )
 
 
@@ -165,7 +170,9 @@ def test_tf_same_padding_puts_the_odd_pixel_at_the_end():
 
 # The shift implementation has its own kernel gradient (layers.depthwise_kernel_gradient): every
 # kernel size and stride of the stage table, on odd and even sizes (TF SAME pads them differently).
-@pytest.mark.parametrize("kernel_size,stride,height,width", [(5, 2, 13, 13), (3, 1, 8, 7), (3, 2, 8, 9), (5, 1, 6, 7)])
+@pytest.mark.parametrize(
+    "kernel_size,stride,height,width", [(5, 2, 13, 13), (3, 1, 8, 7), (3, 2, 8, 9), (5, 1, 6, 7)]
+)
 def test_depthwise_implementations_agree_in_value_and_gradient(kernel_size, stride, height, width):
     x = jax.random.normal(jax.random.key(0), (2, height, width, 8))
     module = layers.DepthwiseConv(kernel_size, stride, "xla")
@@ -229,14 +236,20 @@ def test_batch_norm_momentum_and_epsilon():
         scaling.round_filters(32, TINY.width), (3, 3), strides=(2, 2), use_bias=False
     ).apply({"params": variables["params"]["stem_conv"]}, images)
     batch_mean = jnp.mean(stem_out, axis=(0, 1, 2))
-    np.testing.assert_allclose(updates["batch_stats"]["stem_bn"]["mean"], 0.01 * batch_mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        updates["batch_stats"]["stem_bn"]["mean"], 0.01 * batch_mean, rtol=1e-4, atol=1e-6
+    )
     bn_modules = []
     jax.eval_shape(
         lambda v, x: model.apply(
-            v, x,
-            capture_intermediates=lambda m, _: isinstance(m, nn.BatchNorm) and bn_modules.append(m) is not None,
+            v,
+            x,
+            capture_intermediates=lambda m, _: (
+                isinstance(m, nn.BatchNorm) and bn_modules.append(m) is not None
+            ),
         ),
-        variables, images,
+        variables,
+        images,
     )
     assert bn_modules and all(m.momentum == 0.99 and m.epsilon == 1e-3 for m in bn_modules)
 
@@ -507,7 +520,9 @@ def test_lite_keeps_stem_and_head_unscaled_where_b_and_edgetpu_scale_them(varian
 def test_lite_and_edgetpu_blocks():
     lite, edgetpu = scaling.variant_spec("lite2"), scaling.variant_spec("edgetpu-m")
     assert (lite.activation, edgetpu.activation) == ("relu6", "relu")
-    assert lite.stages == tuple(dataclasses.replace(stage, se_ratio=None) for stage in ej.EFFICIENTNET_B0_STAGES)
+    assert lite.stages == tuple(
+        dataclasses.replace(stage, se_ratio=None) for stage in ej.EFFICIENTNET_B0_STAGES
+    )
     assert not any(stage.se_ratio for stage in edgetpu.stages)
     assert [stage.fused for stage in edgetpu.stages] == [True, True, True, False, False, False]
     assert [stage.identity_skip for stage in edgetpu.stages] == [False, True, True, True, True, True]
@@ -635,7 +650,11 @@ def test_imagenet_config_of_a_lite_or_edgetpu_variant_builds_that_variant(varian
     config = imagenet.get_config(variant)
     spec = configuration.model_spec_from_config(config, 1000)
     released = scaling.variant_spec(variant)
-    assert (config.image_size, spec.width, spec.depth) == (released.resolution, released.width, released.depth)
+    assert (config.image_size, spec.width, spec.depth) == (
+        released.resolution,
+        released.width,
+        released.depth,
+    )
     for field in ("name", "stages", "stem_filters", "head_filters", "activation", "fix_head_stem"):
         assert getattr(spec, field) == getattr(released, field), field
     assert accounting.count_parameters(spec)["trainable"] == REFERENCE_TRAINABLE_PARAMS[variant]

@@ -40,7 +40,9 @@ def test_rmsprop_matches_the_tensorflow_update_rule_by_hand():
         assert float(params) == pytest.approx(want, abs=1e-6)
 
 
-def reference_learning_rate(step, peak, steps_per_epoch, warmup_epochs=5, decay_factor=0.97, decay_epochs=2.4):
+def reference_learning_rate(
+    step, peak, steps_per_epoch, warmup_epochs=5, decay_factor=0.97, decay_epochs=2.4
+):
     """efficientnet utils.build_learning_rate, transcribed as arithmetic."""
     warmup_steps = int(warmup_epochs * steps_per_epoch)
     if step < warmup_steps:
@@ -81,7 +83,9 @@ def test_weight_decay_covers_every_variable_but_batch_norm():
     assert batch_norm == 5_330_564 - 5_288_548  # scale+offset per BN channel, as many as mean+variance
     assert decayed == 5_288_548 - batch_norm
     assert optim.is_batch_norm_parameter((jax.tree_util.DictKey("stem_bn"), jax.tree_util.DictKey("scale")))
-    assert not optim.is_batch_norm_parameter((jax.tree_util.DictKey("classifier"), jax.tree_util.DictKey("bias")))
+    assert not optim.is_batch_norm_parameter(
+        (jax.tree_util.DictKey("classifier"), jax.tree_util.DictKey("bias"))
+    )
 
 
 def test_l2_penalty_is_half_the_sum_of_squares_of_decayed_variables():

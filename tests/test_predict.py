@@ -21,8 +21,8 @@ import tensorflow_datasets as tfds
 from efficientnet_jax import checkpointing, input_pipeline, prediction, trainer
 from efficientnet_jax.configuration import Preprocessing
 from efficientnet_jax.model import model_spec
-from efficientnet_jax.pretrained import write_checkpoint
 from efficientnet_jax.normalizations import EDGE_NORMALIZATION, IMAGENET_NORMALIZATION
+from efficientnet_jax.pretrained import write_checkpoint
 from tests import xla_flags
 from tests.test_eval import trained_job_config
 from tests.workers.tiny_config import tiny_config

@@ -112,8 +112,10 @@ def test_a_schedule_that_cannot_be_trained_is_a_config_error(overrides, match):
 TOTAL_STEPS = 9
 EXPECTED_STAGE_LINES = [
     "Stage 1/3 from step 0: image size 16, dropout 0, RandAugment magnitude 4, Mixup/CutMix alpha 0/0.",
-    "Stage 2/3 from step 3: image size 24, dropout 0.05, RandAugment magnitude 7, Mixup/CutMix alpha 0.1/0.1.",
-    "Stage 3/3 from step 6: image size 32, dropout 0.1, RandAugment magnitude 10, Mixup/CutMix alpha 0.2/0.2.",
+    "Stage 2/3 from step 3: image size 24, dropout 0.05, RandAugment magnitude 7, "
+    "Mixup/CutMix alpha 0.1/0.1.",
+    "Stage 3/3 from step 6: image size 32, dropout 0.1, RandAugment magnitude 10, "
+    "Mixup/CutMix alpha 0.2/0.2.",
 ]
 
 

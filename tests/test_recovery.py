@@ -93,7 +93,9 @@ def test_an_overflowing_update_is_never_saved_and_the_job_names_its_step(data_di
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]  # nothing half-written
     for step in (1, 2):
         state = read_state(workdir, step)
-        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state) if leaf.dtype.kind == "f"), step
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state) if leaf.dtype.kind == "f"), (
+            step
+        )
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -108,8 +110,10 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_job_resumes_from_the
     assert_same_state(read_state(workdir, TOTAL_STEPS), read_state(straight_workdir, TOTAL_STEPS))
     assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "4", "state"))  # kept for a person
     messages = [record.getMessage() for record in caplog.records]
-    assert any("Checkpoint of step 4 is damaged" in m and "damaged_checkpoints" in m and "resuming from step 2" in m
-               for m in messages), messages
+    assert any(
+        "Checkpoint of step 4 is damaged" in m and "damaged_checkpoints" in m and "resuming from step 2" in m
+        for m in messages
+    ), messages
 
 
 def test_when_no_checkpoint_is_readable_the_job_stops_naming_each_and_moves_none(
@@ -118,7 +122,9 @@ def test_when_no_checkpoint_is_readable_the_job_stops_naming_each_and_moves_none
     workdir = str(shutil.copytree(stopped_after_step_4, tmp_path / "run"))
     for step in (2, 4):
         damage_array_files(os.path.join(workdir, "checkpoints", str(step)), "delete")
-    with pytest.raises(CheckpointError, match=r"No checkpoint in .*checkpoints can be read \(step 4: .*; step 2: "):
+    with pytest.raises(
+        CheckpointError, match=r"No checkpoint in .*checkpoints can be read \(step 4: .*; step 2: "
+    ):
         trainer.train_and_evaluate(recovery_config(data_dir), workdir)
     assert checkpointing.checkpoint_steps(workdir) == [2, 4]
     assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
@@ -149,8 +155,11 @@ def test_a_failing_save_stops_the_job_and_leaves_the_previous_checkpoint_readabl
 
     monkeypatch.setattr(ocp.StandardCheckpointHandler, "async_save", disk_full_on_second_save)
     workdir = str(tmp_path / "run")
-    with pytest.raises(CheckpointSaveError, match=r"Saving the checkpoint of step 4 to .* failed: .*No space left "
-                       r"on device.* The previous checkpoint, step 2 in .* is intact"):
+    with pytest.raises(
+        CheckpointSaveError,
+        match=r"Saving the checkpoint of step 4 to .* failed: .*No space left "
+        r"on device.* The previous checkpoint, step 2 in .* is intact",
+    ):
         trainer.train_and_evaluate(recovery_config(data_dir), workdir)
     assert checkpointing.checkpoint_steps(workdir) == [2]
     checkpointing.read_items(os.path.join(workdir, "checkpoints", "2"), model=ocp.args.JsonRestore())
@@ -158,7 +167,8 @@ def test_a_failing_save_stops_the_job_and_leaves_the_previous_checkpoint_readabl
     monkeypatch.undo()
     _, metrics = trainer.train_and_evaluate(recovery_config(data_dir), workdir)
     assert without_timing(metrics) == without_timing(uninterrupted[1])
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]  # the half-written one gone
+    # the half-written one gone
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
 
 
 def _train_command(workdir, data_dir, *flags):
@@ -194,8 +204,14 @@ def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir,
     assert process.returncode == -signal.SIGKILL, "".join(output)[-3000:]
     assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
 
-    result = subprocess.run(_train_command(workdir, data_dir), cwd=REPO, env=_train_env(), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        _train_command(workdir, data_dir),
+        cwd=REPO,
+        env=_train_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # A save cut off mid-write leaves a temporary directory: it is removed, never taken for a checkpoint.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 import tensorflow as tf
 
 from efficientnet_jax import configuration, input_pipeline, normalizations, optim, steps, trainer
@@ -137,7 +136,7 @@ def test_pmapped_step_on_8_devices_equals_one_device_on_the_whole_batch(data_dir
     # (206 of them, 40 s of compilation on 2 cores).
     single, out8, state = steps.unreplicate(out1), jax.device_get(out8), jax.device_get(state)
     for device in (0, 7):
-        replica = jax.tree.map(lambda x: x[device], out8)
+        replica = jax.tree.map(lambda x, device=device: x[device], out8)
         for name in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
             for a, b in zip(jax.tree.leaves(getattr(replica, name)), jax.tree.leaves(getattr(single, name))):
                 np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=name)
@@ -197,7 +196,9 @@ def _run_train(workdir, data_dir, *flags, wait=True):
     ]
     env = dict(os.environ, XLA_FLAGS=xla_flags.for_devices(2), PYTHONUNBUFFERED="1")
     if not wait:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr

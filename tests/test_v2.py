@@ -22,7 +22,16 @@ import pytest
 import efficientnet_jax as ej
 from configs import default, imagenet
 from configs.scaling import compound
-from efficientnet_jax import accounting, configuration, experiments, layers, normalizations, pretrained, scaling, summary
+from efficientnet_jax import (
+    accounting,
+    configuration,
+    experiments,
+    layers,
+    normalizations,
+    pretrained,
+    scaling,
+    summary,
+)
 from efficientnet_jax.pretrained import WeightImportError
 from tests.weight_helpers import (
     TOLERANCE,
@@ -227,7 +236,9 @@ def test_each_variant_records_the_input_normalization_of_the_official_weights(va
     """V2-B0..B3: EfficientNet's preprocessing, ImageNet mean/std; V2-S..XL: (pixels - 128) / 128."""
     baseline = scaling.get_baseline(scaling.variant_coefficients(variant).baseline)
     assert baseline.normalization == normalization
-    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization((128.0,) * 3, (128.0,) * 3)
+    assert normalizations.EFFICIENTNETV2_NORMALIZATION == normalizations.InputNormalization(
+        (128.0,) * 3, (128.0,) * 3
+    )
 
 
 # --- Configs and scaling ---------------------------------------------------------------------------

@@ -21,7 +21,13 @@ from PIL import Image
 
 from configs import default, imagenet
 from efficientnet_jax import (
-    checkpointing, configuration, input_pipeline, normalizations, prediction, pretrained, scaling,
+    checkpointing,
+    configuration,
+    input_pipeline,
+    normalizations,
+    prediction,
+    pretrained,
+    scaling,
 )
 from efficientnet_jax.checkpointing import CheckpointError
 from efficientnet_jax.model import model_spec
@@ -220,7 +226,9 @@ def test_an_unknown_eval_preprocessing_is_refused_naming_the_known_ones(png_and_
         input_pipeline.DatasetConfigError, match="efficientnet, efficientnetv2, efficientnetv2_finetune"
     ):
         input_pipeline.eval_image(
-            png_and_pixels[0], image_size=32, preprocessing=configuration.Preprocessing("timm", 32, "bilinear")
+            png_and_pixels[0],
+            image_size=32,
+            preprocessing=configuration.Preprocessing("timm", 32, "bilinear"),
         )
 
 

@@ -188,7 +188,8 @@ def test_lite_weights_offered_for_b0_name_their_family():
     message = str(error.value)
     assert "_blocks.0._se_reduce.weight (for params/block_0/se/reduce/kernel)" in message
     assert message.endswith(
-        "The weights look like efficientnet-lite0 (the EfficientNet-Lite family, not efficientnet-b0's EfficientNet)."
+        "The weights look like efficientnet-lite0 "
+        "(the EfficientNet-Lite family, not efficientnet-b0's EfficientNet)."
     )
 
 
@@ -263,5 +264,7 @@ def test_official_lite0_weights_classify_the_sample_photographs_as_pytorch_does(
     for logits in (peer_logits, ours):
         assert [np.argsort(-row)[:5].tolist() for row in logits] == list(LITE0_TOP5.values())
     predicted = prediction.predict(str(tmp_path / "lite0"), list(photographs), top_k=5)["predictions"]
-    assert [[entry["index"] for entry in result["top_k"]] for result in predicted] == list(LITE0_TOP5.values())
+    assert [[entry["index"] for entry in result["top_k"]] for result in predicted] == list(
+        LITE0_TOP5.values()
+    )
     assert [result["top_k"][0]["name"] for result in predicted] == ["palace", "daisy"]

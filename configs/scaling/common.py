@@ -12,7 +12,6 @@ own keys. On ImageNet the runs take the baseline's batch-norm momentum (0.99; Ef
     python sweep.py --config=configs/scaling/compound.py:base=imagenet_v2,phi=1 --workdir=/runs/v2_phi1
 """
 
-from typing import Optional
 
 import ml_collections
 
@@ -37,7 +36,7 @@ BASES = {
 }
 
 
-def parse_arg(arg: Optional[str], defaults: dict) -> dict:
+def parse_arg(arg: str | None, defaults: dict) -> dict:
     """'phi=2,alpha=1.2' -> {'phi': 2.0, 'alpha': 1.2, ...the other defaults}: a number where the
     default is a number, else the text; an unknown key is an error naming the valid ones."""
     values = dict(defaults)

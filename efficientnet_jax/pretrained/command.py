@@ -53,7 +53,8 @@ def next_step(imported: ImportedWeights, out_dir: PathLike) -> str:
             f"python predict.py --checkpoint={checkpoint}, or fine-tune from it (config.init_checkpoint)."
         )
     command = (
-        f"python eval.py --config=configs/imagenet.py:{canonical_variant(imported.spec.name).removeprefix('efficientnet-')} "
+        "python eval.py --config=configs/imagenet.py:"
+        f"{canonical_variant(imported.spec.name).removeprefix('efficientnet-')} "
         f"--checkpoint={checkpoint}"
     )
     if imported.eval_preprocessing != official_eval_preprocessing(imported.spec):
@@ -107,7 +108,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m efficientnet_
     parser.add_argument(
         "--normalization",
         choices=tuple(NAMED_NORMALIZATIONS),
-        help="override the input normalisation written with the weights (default: what they were trained with)",
+        help="override the input normalisation written with the weights "
+        "(default: what they were trained with)",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
@@ -122,7 +124,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m efficientnet_
             advprop=args.advprop or None,
             training=args.training,
         )
-        normalization = NAMED_NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
+        normalization = (
+            NAMED_NORMALIZATIONS[args.normalization] if args.normalization else imported.normalization
+        )
         step_directory = write_checkpoint(
             imported.variables,
             args.variant,

@@ -42,7 +42,8 @@ _ADVPROP_FILE = re.compile(r"adv-efficientnet-|tf_efficientnet_\w+_ap-")
 
 
 def hub_tag(name: str) -> str:
-    """The weight tag of a hub name ('ap_in1k' for 'hf-hub:timm/tf_efficientnet_b0.ap_in1k'), '' without one."""
+    """The weight tag of a hub name ('ap_in1k' for 'hf-hub:timm/tf_efficientnet_b0.ap_in1k'),
+    '' without one."""
     return name.rsplit("/", 1)[-1].partition(".")[2]
 
 
@@ -125,7 +126,8 @@ def _weights_file_kind(path: str) -> str:
     if path.endswith(_KERAS_SUFFIXES):
         return "keras"
     raise WeightImportError(
-        f"{path} is not a weights file this converter reads ({', '.join(_TORCH_SUFFIXES + _KERAS_SUFFIXES)}): "
+        f"{path} is not a weights file this converter reads "
+        f"({', '.join(_TORCH_SUFFIXES + _KERAS_SUFFIXES)}): "
         f"timm's tf_efficientnet_* or efficientnet_pytorch's and efficientnet-lite-pytorch's weights "
         f"(.safetensors, or .pth with torch), Keras's EfficientNetB* (.h5, .weights.h5), or a hub "
         f"repository ({HUB_PREFIX}timm/tf_efficientnet_b0.ns_jft_in1k)."

@@ -136,7 +136,9 @@ Expected = dict[str, tuple[Layer, str, str]]
 def keys_by_name(layers: Sequence[Layer], key: Callable[[Layer, str], str]) -> Expected:
     """The source keys of every leaf of `layers`, where a source names a leaf `key(layer, leaf)`."""
     return {
-        key(layer, leaf): (layer, collection, leaf) for layer in layers for collection, leaf in LEAVES[layer.kind]
+        key(layer, leaf): (layer, collection, leaf)
+        for layer in layers
+        for collection, leaf in LEAVES[layer.kind]
     }
 
 
@@ -214,7 +216,13 @@ _FAMILIES = {
     "efficientnet-lite0": "EfficientNet-Lite",
     "efficientnet-edgetpu-s": "EfficientNet-EdgeTPU",
     **dict.fromkeys(
-        ("efficientnetv2-base", "efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l", "efficientnetv2-xl"),
+        (
+            "efficientnetv2-base",
+            "efficientnetv2-s",
+            "efficientnetv2-m",
+            "efficientnetv2-l",
+            "efficientnetv2-xl",
+        ),
         "EfficientNetV2",
     ),
 }

@@ -51,7 +51,10 @@ def tiny_config():
 
 
 def flat_params(params):
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+    return {
+        jax.tree_util.keystr(path): np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
 
 
 def run_fixed_steps(config):
@@ -70,7 +73,12 @@ def run_fixed_steps(config):
     state = steps.replicate(steps.create_train_state(jax.random.key(0), model, 16, tx))
     step = jax.pmap(
         functools.partial(
-            steps.train_step, model=model, tx=tx, learning_rate_fn=schedule, config=config, rng=jax.random.key(1),
+            steps.train_step,
+            model=model,
+            tx=tx,
+            learning_rate_fn=schedule,
+            config=config,
+            rng=jax.random.key(1),
             normalization=IMAGENET_NORMALIZATION,
         ),
         axis_name=steps.AXIS_NAME,

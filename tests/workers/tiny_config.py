@@ -1,4 +1,5 @@
-"""A seconds-long variant of the quick start, for tests and their subprocesses (`tiny_config.py:<data_dir>`)."""
+"""A seconds-long variant of the quick start, for tests and their subprocesses
+(`tiny_config.py:<data_dir>`)."""
 
 from configs import quickstart
 
