@@ -246,6 +246,9 @@ def train_and_evaluate(
             config, weights_normalization, weights_source
         )
         preprocessing = configuration.resolve_preprocessing(config, weights_preprocessing, weights_source)
+        # config.json keeps the config as asked for (unset keys unset: a sweep compares it with the run it
+        # asks for); the checkpoint's model record holds the preprocessing the job resolved.
+        requested_config = config
         config = configuration.with_preprocessing(config, preprocessing)  # what the input pipelines read
         model_record = checkpointing.ModelRecord.of(
             spec,
@@ -257,7 +260,7 @@ def train_and_evaluate(
         )
         if is_coordinator:  # once the initial state is known: a checkpoint that does not fit writes nothing
             with open(os.path.join(workdir, "config.json"), "w") as f:
-                f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+                f.write(requested_config.to_json_best_effort(indent=2, sort_keys=True))
         state = steps.replicate(state)
         p_eval_step = steps.pmap_eval_step(model, normalization)  # at config.image_size in every stage
 
