@@ -218,10 +218,7 @@ def predict(model_path: str, image_paths: Sequence[str], top_k: int = 5) -> dict
 
     def input_of(path: str) -> np.ndarray:
         return prediction.image_file_input(
-            path,
-            image_size=spec.resolution,
-            crop_padding=record.eval_crop_padding,
-            preprocessing=record.eval_preprocessing,
+            path, image_size=spec.resolution, preprocessing=record.preprocessing()
         )
 
     labels = prediction.class_labels(record, spec.num_classes)
