@@ -191,8 +191,7 @@ def dataset_images(classifier: prediction.Classifier, count: int) -> np.ndarray:
             input_pipeline.eval_image(
                 example["image"],
                 image_size=classifier.spec.resolution,
-                crop_padding=record.eval_crop_padding,
-                preprocessing=record.eval_preprocessing,
+                preprocessing=record.preprocessing(),
             ).numpy()
             for example in examples
         ]
