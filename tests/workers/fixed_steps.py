@@ -16,17 +16,17 @@ NUM_DEVICES = 6
 
 def config(data_dir):
     """The config of the whole launch (its training loop and its fixed steps) and of the reference."""
-    config = tiny_config.get_config(data_dir)
-    config.batch_size = 12  # 2 per device on 6
-    config.eval_batch_size = 36
-    config.num_train_steps = 3
-    config.log_every_steps = 1
-    config.eval_every_steps = 3
-    config.checkpoint_every_steps = 3
-    config.warmup_epochs = 0.0
-    config.model.drop_connect_rate = 0.0
-    config.model.dropout_rate = 0.0
-    return config
+    return tiny_config.tiny_config(
+        data_dir,
+        batch_size=12,  # 2 per device on 6
+        eval_batch_size=36,
+        num_train_steps=3,
+        log_every_steps=1,
+        eval_every_steps=3,
+        checkpoint_every_steps=3,
+        warmup_epochs=0.0,
+        **{"model.drop_connect_rate": 0.0, "model.dropout_rate": 0.0},
+    )
 
 
 def flat_params(params):
