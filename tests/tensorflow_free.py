@@ -1,6 +1,6 @@
 """An interpreter without TensorFlow, TensorFlow Datasets or clu, as on the accelerator image: a
-`sitecustomize.py` on PYTHONPATH installs an import hook that refuses them, in the process started
-with this environment and in every process that one starts."""
+`sitecustomize.py` on PYTHONPATH marks them absent, in the process started with this environment and
+in every process that one starts."""
 
 import os
 
@@ -9,17 +9,11 @@ BLOCKED = ("tensorflow", "tensorflow_datasets", "clu")
 SITECUSTOMIZE = f'''
 import sys
 
-
-class RefuseImports:
-    """Raises ImportError for the packages this machine is pretending not to have."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is not installed here (tests/tensorflow_free.py)")
-        return None
-
-
-sys.meta_path.insert(0, RefuseImports())
+# A None entry in sys.modules is how Python marks a module as absent: `import tensorflow` raises
+# ModuleNotFoundError and importlib.util.find_spec("tensorflow") returns None, as where it is not
+# installed (a finder that raised instead broke libraries that probe for it, such as torch._dynamo).
+for name in {BLOCKED!r}:
+    sys.modules[name] = None
 '''
 
 
