@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,17 +123,12 @@ def test_real_lite0_weights_keep_top1_in_full_integer_int8(tmp_path):
 @pytest.mark.export_full
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_full_size_float_exports_match_jax(variant, tmp_path):
-    """The full-size variants: the deploy form (xla depthwise, batch norm folded) computes the
-    checkpoint's function, and LiteRT (batch 1, uint8 pixels in), ONNX (batch 1, float; dynamic batch,
-    uint8) and the SavedModel (dynamic batch, float) give its logits in their runtimes within
-    FLOAT_TOLERANCE and with its top-1 on three real photographs; each file carries its sidecar and
-    its metadata."""
+    """The full-size variants: exported from the deploy form (xla depthwise, batch norm folded),
+    LiteRT (batch 1, uint8 pixels in), ONNX (batch 1, float; dynamic batch, uint8) and the SavedModel
+    (dynamic batch, float) give the checkpoint's logits in their runtimes within FLOAT_TOLERANCE and
+    its top-1 on three real photographs; each file carries its sidecar and its metadata."""
     classifier = random_classifier(variant)
     images = crops(classifier)
-    expected = classifier.logits(images)
-    folded = np.asarray(jax.jit(export.deploy_function(classifier, "uint8"))(images))
-    assert np.abs(folded - expected).max() <= export.FLOAT_TOLERANCE * max(1.0, np.abs(expected).max())
-
     for format, batch, input in [
         ("litert", "1", "uint8"),
         ("onnx", "1", "float"),
