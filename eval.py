@@ -2,9 +2,9 @@
 
 --checkpoint is a step directory (`<workdir>/checkpoints/<step>`), or a workdir (its newest step, or
 --step=N). The eval preprocessing runs on --split (default config.eval_split) over all devices of
-all hosts, every example counted once, the images cropped, resized and normalised as the checkpoint's
-weights were (its model record, unless --config.eval_preprocessing, --config.eval_crop_padding,
---config.resize_method or --config.input_normalization say otherwise); the
+all hosts, every example counted once, the images cropped, resized (to their size) and normalised as
+the checkpoint's weights were (its model record, unless --config.image_size, --config.eval_preprocessing,
+--config.eval_crop_padding, --config.resize_method or --config.input_normalization say otherwise); the
 metrics are printed and written as JSON to --output (default
 `<workdir>/eval_<split>_<step>_<weights>.json`). With --follow it evaluates every checkpoint of a
 training workdir as it appears, and stops after the job's final step.

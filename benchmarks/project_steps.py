@@ -15,8 +15,12 @@ import optax
 
 from configs import default
 from efficientnet_jax import optim, scaling, steps
-from efficientnet_jax.configuration import model_spec_from_config, resolve_input_normalization
-from efficientnet_jax.model import EfficientNet
+from efficientnet_jax.configuration import (
+    batch_norm_group_size,
+    model_spec_from_config,
+    resolve_input_normalization,
+)
+from efficientnet_jax.model import EfficientNet, batch_norm_groups
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167  # only sizes the learning-rate schedule, which does not affect speed
 
@@ -75,7 +79,9 @@ def model_and_optimizer(
 ) -> tuple[EfficientNet, optax.GradientTransformation, optax.Schedule]:
     """The model, RMSProp and learning-rate schedule exactly as `trainer.train_and_evaluate` makes them."""
     spec = model_spec_from_config(config, num_classes)
-    model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME)
+    num_replicas = jax.device_count()
+    groups = batch_norm_groups(num_replicas, batch_norm_group_size(config, num_replicas))
+    model = EfficientNet(spec, batch_norm_axis_name=steps.AXIS_NAME, batch_norm_axis_index_groups=groups)
     learning_rate_fn = optim.learning_rate_schedule(
         optim.scaled_learning_rate(config.base_learning_rate, config.batch_size),
         max(1, IMAGENET_TRAIN_EXAMPLES // config.batch_size),

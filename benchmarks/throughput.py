@@ -37,7 +37,7 @@ from absl import app, flags
 from benchmarks.machine import cpu_model
 from benchmarks.project_steps import benchmark_config, build_step
 from efficientnet_jax import layers
-from efficientnet_jax.configuration import model_spec_from_config
+from efficientnet_jax.configuration import batch_norm_group_size, model_spec_from_config
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -69,6 +69,12 @@ flags.DEFINE_enum(
     "config.model.depthwise_implementation.",
 )
 flags.DEFINE_bool("remat", False, "config.model.remat: rematerialise each block in the backward pass.")
+flags.DEFINE_string(
+    "batch_norm_group_size",
+    "reference",
+    "config.batch_norm_group_size: 'reference', 'all', or replicas per group ('1'). With more than one "
+    "group the train step also broadcasts replica 0's moving statistics (steps.from_first_replica).",
+)
 flags.DEFINE_bool(
     "compilation_cache",
     False,
@@ -165,6 +171,7 @@ def run(config: ml_collections.ConfigDict, mode: str, num_classes: int, num_step
         "steps": num_steps,
         "depthwise_implementation": layers.resolve_depthwise_implementation(spec.depthwise_implementation),
         "remat": spec.remat,
+        "batch_norm_group_size": batch_norm_group_size(config, jax.device_count()),
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "num_devices": jax.local_device_count(),
@@ -189,6 +196,7 @@ def main(argv: Sequence[str]) -> None:
         FLAGS.depthwise_implementation,
         FLAGS.remat,
     )
+    config.batch_norm_group_size = FLAGS.batch_norm_group_size
     print(json.dumps(run(config, FLAGS.mode, FLAGS.num_classes, FLAGS.steps)), flush=True)
 
 

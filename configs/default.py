@@ -49,7 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.manual_dir = config_dict.placeholder(str)  # where the ImageNet tar files are, to prepare it
     config.train_split = "train"
     config.eval_split = "validation"
-    config.image_size = 224  # evaluation; training too unless train_image_size is set
+    # Evaluation; training too unless train_image_size is set. None follows the weights: the size the
+    # checkpoint eval.py evaluates records, else (and in training) the variant's own (224 for B0).
+    config.image_size = config_dict.placeholder(int)
     config.train_image_size = config_dict.placeholder(int)  # None: image_size (EfficientNetV2 trains smaller)
     config.shuffle_buffer_size = 16_384
     config.crop_area_range = (0.08, 1.0)

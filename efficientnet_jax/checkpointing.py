@@ -399,6 +399,17 @@ def read_preprocessing(step_directory: str) -> Preprocessing:
     return Preprocessing(EVAL_PREPROCESSINGS[crop], padding, RESIZE_METHODS[resize])
 
 
+def read_resolution(step_directory: str) -> int:
+    """The image size the weights at `step_directory` were evaluated at (their spec's resolution), read
+    by process 0 and given to every host."""
+    return int(
+        on_coordinator(
+            lambda: np.array(complete_saved_spec(read_model_record(step_directory).spec)["resolution"]),
+            lambda: np.array(0),
+        )
+    )
+
+
 def read_variables(location: CheckpointLocation, spec: ModelSpec, weights: str) -> dict[str, Any]:
     """`{"params", "batch_stats"}` of the `weights` ('ema' or 'raw') stored at `location`, as host
     arrays, after checking that the checkpoint holds the model `spec` describes. Host arrays, because

@@ -58,7 +58,7 @@ def model_spec_from_config(config: ml_collections.ConfigDict, num_classes: int) 
     model = create_model(
         config.model.variant,
         num_classes=num_classes,
-        resolution=config.image_size,
+        resolution=resolve_image_size(config),
         drop_connect_rate=config.model.drop_connect_rate,
         batch_norm_momentum=config.model.batch_norm_momentum,
         dtype="bfloat16" if config.half_precision else "float32",
@@ -108,11 +108,38 @@ def batch_norm_group_size(config: ml_collections.ConfigDict, num_replicas: int) 
     return size
 
 
+def resolve_image_size(
+    config: ml_collections.ConfigDict, weights_resolution: int | None = None, weights_source: str = ""
+) -> int:
+    """The size a job evaluates at (and trains at, unless config.train_image_size says otherwise):
+    config.image_size when set, else the size the evaluated weights were evaluated at
+    (`weights_resolution`, the resolution of the spec saved with the checkpoint at `weights_source`),
+    else the variant's own (`scaling.VARIANTS`: 224 for B0, 384 for V2-S). A training job, resumed or
+    not, passes no weights: its size is its config's. A set size that differs from the weights' is used
+    as asked, with a warning, as for the input normalisation (`resolve_input_normalization`): weights
+    evaluated at another size than they were made for lose accuracy without failing."""
+    configured = config.image_size
+    if configured is None:
+        if weights_resolution is not None:
+            return weights_resolution
+        try:
+            return variant_coefficients(config.model.variant).resolution
+        except ValueError as error:
+            raise ConfigError(f"config.model.variant: {error}") from error
+    if weights_resolution is not None and configured != weights_resolution:
+        logging.warning(
+            "config.image_size=%d differs from %d, the size the weights of %s were evaluated at; using %d as "
+            "set. Unset config.image_size to follow the weights.",
+            configured, weights_resolution, weights_source, configured,
+        )
+    return configured
+
+
 def train_image_size(config: ml_collections.ConfigDict) -> int:
-    """The size the input pipeline trains at: config.train_image_size, else config.image_size (the eval
-    size, at which B0-B7 also train). EfficientNetV2 trains smaller than it evaluates
+    """The size the input pipeline trains at: config.train_image_size, else the eval size
+    (`resolve_image_size`), at which B0-B7 also train. EfficientNetV2 trains smaller than it evaluates
     (`scaling.VARIANTS`' train_resolution); with progressive learning this is the last stage's size."""
-    return config.train_image_size or config.image_size
+    return config.train_image_size or resolve_image_size(config)
 
 
 def parse_input_normalization(value: str) -> InputNormalization:
@@ -283,22 +310,30 @@ def resolve_preprocessing(
 
 
 def with_preprocessing(
-    config: ml_collections.ConfigDict, preprocessing: Preprocessing
+    config: ml_collections.ConfigDict, preprocessing: Preprocessing, image_size: int
 ) -> ml_collections.ConfigDict:
-    """A copy of `config` whose preprocessing keys hold `preprocessing`: what the input pipeline of a
-    job that resolved them (from its weights) is built from."""
+    """A copy of `config` whose preprocessing keys hold `preprocessing` and whose image_size is
+    `image_size`: what the input pipeline of a job that resolved them (from its weights) is built from.
+    The size is not a field of Preprocessing: the model record already holds it (its spec's resolution),
+    and a resumed job keeps its config's size where it keeps its checkpoint's crop and resize."""
     copy = config.copy_and_resolve_references()
     for key, value in dataclasses.asdict(preprocessing).items():
         copy[key] = value
+    copy.image_size = image_size
     return copy
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    positive = ("batch_size", "eval_batch_size", "image_size", "log_every_steps", "eval_every_steps",
+    positive = ("batch_size", "eval_batch_size", "log_every_steps", "eval_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints")
     for key in positive:
         if config[key] <= 0:
             raise ConfigError(f"config.{key} must be positive, got {config[key]}.")
+    if config.image_size is not None and config.image_size <= 0:
+        raise ConfigError(
+            f"config.image_size must be positive, got {config.image_size}; or leave it unset to follow the "
+            f"weights (or the variant's own size)."
+        )
     if config.num_train_steps is None and config.num_epochs <= 0:
         raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}.")
     for key in ("mixup_alpha", "cutmix_alpha"):  # Beta(alpha, alpha) needs alpha > 0; 0 is off

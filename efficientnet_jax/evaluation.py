@@ -7,7 +7,8 @@ efficientnet_jax.pretrained`. Evaluation restores from `state` only the two coll
 whatever optimizer wrote the checkpoint. Batches come from the config's eval pipeline (padded and
 masked) and go through `steps.eval_step` pmapped over every local device, whose sums are psummed
 over all hosts, so every example of the split counts exactly once. The images are cropped, resized
-and normalised as the checkpoint's weights were (its model record) unless the config sets otherwise.
+(to the size) and normalised as the checkpoint's weights were (its model record) unless the config
+sets otherwise.
 
 Only process 0 reads checkpoint files and writes results; what it read is broadcast to the other
 hosts, as in checkpointing.py.
@@ -62,7 +63,7 @@ class Evaluator:
             self._p_eval_steps[normalization] = steps.pmap_eval_step(EfficientNet(self.spec), normalization)
         return self._p_eval_steps[normalization]
 
-    def _warm_up(self, p_eval_step: Callable, variables: dict[str, Any]) -> None:
+    def _warm_up(self, p_eval_step: Callable, variables: dict[str, Any], size: int) -> None:
         """Compiles the step on one all-padding batch, so images_per_second measures evaluation only."""
         local_devices = jax.local_device_count()
         per_device = input_pipeline.per_device_batch_size(
@@ -71,7 +72,6 @@ class Evaluator:
             local_devices,
             config_key="config.eval_batch_size",
         )
-        size = self.config.image_size
         padding = {
             "image": np.zeros((local_devices, per_device, size, size, 3), np.uint8),
             "label": np.zeros((local_devices, per_device), np.int32),
@@ -82,7 +82,7 @@ class Evaluator:
     def evaluate(self, location: CheckpointLocation, weights: str) -> dict[str, Any]:
         """top1, top5, loss (mean, no label smoothing), num_examples, step, weights, split,
         checkpoint, input_normalization (its name, or its values), preprocessing (crop, padding and
-        resize, in words), images_per_second."""
+        resize, in words), image_size, images_per_second."""
         if weights not in WEIGHT_FIELDS:
             raise ValueError(f"weights must be one of {sorted(WEIGHT_FIELDS)}, got {weights!r}.")
         where = location.step_directory
@@ -92,9 +92,12 @@ class Evaluator:
         preprocessing = configuration.resolve_preprocessing(
             self.config, checkpointing.read_preprocessing(where), where
         )
+        image_size = configuration.resolve_image_size(
+            self.config, checkpointing.read_resolution(where), where
+        )
         # The split and the batch size are checked before the weights are read.
         batches, _ = input_pipeline.create_eval_iterator(
-            configuration.with_preprocessing(self.config, preprocessing), self.split
+            configuration.with_preprocessing(self.config, preprocessing, image_size), self.split
         )
         variables = checkpointing.on_coordinator(
             lambda: checkpointing.read_variables(location, self.spec, weights),
@@ -104,7 +107,7 @@ class Evaluator:
         )
         variables = steps.replicate(variables)
         p_eval_step = self._p_eval_step(normalization)
-        self._warm_up(p_eval_step, variables)
+        self._warm_up(p_eval_step, variables, image_size)
         start = time.perf_counter()
         metrics = steps.evaluate(p_eval_step, variables, batches)
         seconds = time.perf_counter() - start
@@ -116,6 +119,7 @@ class Evaluator:
             "checkpoint": location.step_directory,
             "input_normalization": describe_normalization(normalization),
             "preprocessing": preprocessing.describe(),
+            "image_size": image_size,
             "images_per_second": metrics["num_examples"] / seconds,
         }
 

@@ -96,7 +96,7 @@ def _number(value: float) -> str:
 
 
 def base_coefficients(train: ml_collections.ConfigDict) -> tuple[float, float, int]:
-    """(width, depth, image size) of the unscaled training config: the variant's coefficients
+    """(width, depth, image size) of the unscaled training config: the variant's coefficients and size
     unless the config sets its own."""
     try:
         variant = scaling.variant_spec(train.model.variant)
@@ -104,7 +104,7 @@ def base_coefficients(train: ml_collections.ConfigDict) -> tuple[float, float, i
         raise SweepError(f"config.train.model.variant: {error}") from error
     width = train.model.width if train.model.width is not None else variant.width
     depth = train.model.depth if train.model.depth is not None else variant.depth
-    return width, depth, train.image_size
+    return width, depth, train.image_size or variant.resolution
 
 
 def _scaled_run(
@@ -135,7 +135,12 @@ def _scaled_run(
 
 def _compound_run(train, sweep, methods, phi, alpha, beta, gamma, name) -> Run:
     width_multiplier, depth_multiplier, resolution = scaling.compound_coefficients(
-        phi, alpha, beta, gamma, base_resolution=train.image_size, resolution_divisor=sweep.resolution_divisor
+        phi,
+        alpha,
+        beta,
+        gamma,
+        base_resolution=base_coefficients(train)[2],
+        resolution_divisor=sweep.resolution_divisor,
     )
     return _scaled_run(
         train,
@@ -204,7 +209,7 @@ def _single_dimension_runs(config: ml_collections.ConfigDict) -> list[Run]:
         ]
     runs = []
     for method, (w, d, r) in curves:
-        resolution = scaling.round_resolution(train.image_size, r, sweep.resolution_divisor)
+        resolution = scaling.round_resolution(base_coefficients(train)[2], r, sweep.resolution_divisor)
         runs.append(
             _scaled_run(
                 train, f"w{_number(w)}_d{_number(d)}_r{_number(r)}", (method,), d, w, r, resolution,

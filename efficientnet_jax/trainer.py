@@ -222,7 +222,7 @@ def train_and_evaluate(
 
         rng = jax.random.key(config.seed)
         init_rng, step_rng = jax.random.split(rng)
-        state = steps.create_train_state(init_rng, model, config.image_size, tx)
+        state = steps.create_train_state(init_rng, model, spec.resolution, tx)
         start_step, state = checkpointer.resume(state, spec)
         # The weights' normalisation: the one this job saved (resuming), or the pretrained checkpoint's.
         # The crop and resize: the ones this job saved (resuming), else the config's or the variant's, not
@@ -247,9 +247,11 @@ def train_and_evaluate(
         )
         preprocessing = configuration.resolve_preprocessing(config, weights_preprocessing, weights_source)
         # config.json keeps the config as asked for (unset keys unset: a sweep compares it with the run it
-        # asks for); the checkpoint's model record holds the preprocessing the job resolved.
+        # asks for); the checkpoint's model record holds the preprocessing and size (spec.resolution,
+        # `configuration.resolve_image_size`: the config's or the variant's, resumed or not) it resolved.
         requested_config = config
-        config = configuration.with_preprocessing(config, preprocessing)  # what the input pipelines read
+        # what the input pipelines read
+        config = configuration.with_preprocessing(config, preprocessing, spec.resolution)
         model_record = checkpointing.ModelRecord.of(
             spec,
             normalization,

@@ -193,45 +193,54 @@ def test_evaluation_follows_the_normalisation_saved_with_the_weights(
 
 def preprocessing_warnings(caplog):
     messages = [record.getMessage() for record in caplog.records]
-    return [message for message in messages if "the preprocessing the weights of" in message]
+    return [message for message in messages if "the weights of" in message and "evaluated" in message]
 
 
 def test_evaluation_follows_the_eval_preprocessing_saved_with_the_weights(
     workdir, evaluator, data_dir, tmp_path, caplog
 ):
-    """The job saved the crop and resize it resolved (the tiny config sets the quick start's padding 0
-    and leaves the crop and resize unset: B0's official, TF1 bicubic). A record saying EfficientNetV2's
-    eval (its crop, bilinear resize) is evaluated so by a config that leaves configs/default.py's
-    preprocessing keys unset, without a warning: the metrics are those of the original checkpoint
-    evaluated by a config that sets V2's eval, and differ from the original's own. That config, set
-    against the original's record, is used, with a warning naming both."""
+    """The job saved the crop, resize and size it resolved (the tiny config sets the quick start's
+    padding 0 and 16 pixels, and leaves the crop and resize unset: B0's official, TF1 bicubic). A record
+    saying EfficientNetV2's eval (its crop, bilinear resize) at 24 pixels is evaluated so by a config
+    that leaves configs/default.py's preprocessing keys and image size unset, without a warning: the
+    metrics are those of the original checkpoint evaluated by a config that sets V2's eval at 24
+    pixels, and differ from the original's own. That config, set against the original's record, is
+    used, with one warning naming both preprocessings and one naming both sizes."""
     location = checkpointing.locate_checkpoint(workdir)
     assert checkpointing.read_preprocessing(location.step_directory) == configuration.Preprocessing(
         "efficientnet", 0, "tf1_bicubic"
     )
+    assert checkpointing.read_resolution(location.step_directory) == 16
     own = evaluator.evaluate(location, "raw")  # the EMA of three steps is near the uniform prediction
+    assert own["image_size"] == 16
     copy = shutil.copytree(location.step_directory, tmp_path / "3")
     metadata = copy / "model" / "metadata"
     saved = json.loads(metadata.read_text())
-    v2_record = {**saved, "eval_preprocessing": "efficientnetv2", "resize_method": "bilinear"}
+    v2_eval = {"eval_preprocessing": "efficientnetv2", "resize_method": "bilinear", "resolution": 24}
+    v2_record = {**saved, **v2_eval}
     metadata.write_text(json.dumps(v2_record))
-    assert (evaluator.config.eval_preprocessing, evaluator.config.resize_method) == (None, None)
+    unset = tiny_config(data_dir, image_size=None)
+    assert (unset.eval_preprocessing, unset.resize_method, unset.image_size) == (None, None, None)
     caplog.clear()
-    followed = evaluator.evaluate(checkpointing.locate_checkpoint(str(copy)), "raw")
+    followed = evaluation.Evaluator(unset).evaluate(checkpointing.locate_checkpoint(str(copy)), "raw")
     assert followed["preprocessing"] == "efficientnetv2 crop (padding 0), bilinear resize"
+    assert followed["image_size"] == 24
     assert not preprocessing_warnings(caplog)
     # Other pixels, same weights: the three-step network is near the uniform prediction, so the loss
     # moves little (3.3e-5 measured), still a hundred times a float32 rounding of the mean.
     assert abs(followed["loss"] - own["loss"]) > 1e-6
 
-    v2_config = tiny_config(data_dir, eval_preprocessing="efficientnetv2", resize_method="bilinear")
+    v2_config = tiny_config(
+        data_dir, eval_preprocessing="efficientnetv2", resize_method="bilinear", image_size=24
+    )
     explicit = evaluation.Evaluator(v2_config).evaluate(location, "raw")
-    assert explicit["preprocessing"] == followed["preprocessing"]
+    assert (explicit["preprocessing"], explicit["image_size"]) == (followed["preprocessing"], 24)
     for key in ("top1", "top5", "loss"):
         np.testing.assert_allclose(explicit[key], followed[key], rtol=1e-6, err_msg=key)
-    (warning,) = preprocessing_warnings(caplog)
-    assert "config.eval_preprocessing=efficientnetv2, config.resize_method=bilinear differs from " in warning
-    assert "efficientnet crop (padding 0), tf1_bicubic resize, the preprocessing the weights of" in warning
+    crop, size = preprocessing_warnings(caplog)
+    assert "config.eval_preprocessing=efficientnetv2, config.resize_method=bilinear differs from " in crop
+    assert "efficientnet crop (padding 0), tf1_bicubic resize, the preprocessing the weights of" in crop
+    assert "config.image_size=24 differs from 16, the size the weights of" in size
 
 
 def test_a_spec_saved_before_fused_blocks_and_fix_head_stem_existed_reads_as_the_mbconv_network():

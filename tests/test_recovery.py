@@ -1,7 +1,13 @@
 """A job that comes back by itself: an overflowing update is never saved, a damaged newest
-checkpoint is passed over, a save that fails leaves the previous checkpoint readable, and a SIGKILL
-at any moment costs only the steps since the last checkpoint. Each on the real training loop with
-the tiny config; compared with one uninterrupted run of the same steps."""
+checkpoint is passed over, a save that fails leaves the previous checkpoint readable, a SIGTERM saves
+and stops, and a SIGKILL at any moment costs only the steps since the last checkpoint. Each on the
+real training loop with the tiny config, RandAugment on the devices (a resumed step must replay its
+augmentation) and the official batch-norm rule; compared with one uninterrupted run of the same steps,
+which also shows what every job writes beside its checkpoints.
+
+The `train.py` subprocesses run under the XLA flags of this process (tests/conftest.py) and the
+same config as the in-process runs, so they compile the same programs: the persistent compilation
+cache serves them, and what they cost is start-up and steps."""
 
 import errno
 import json
@@ -21,20 +27,29 @@ import pytest
 
 from efficientnet_jax import checkpointing, optim, trainer
 from efficientnet_jax.checkpointing import CheckpointError, CheckpointSaveError
-from tests import xla_flags
 from tests.checkpoint_damage import DAMAGES, damage_array_files
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOTAL_STEPS = 6  # checkpoints every 2 steps: a run interrupted after step 4 resumes from 2 or 4
+# Checkpoints every 2 steps, the newest 3 kept. Runs interrupted after step 2 or 4 resume with steps to
+# spare: a SIGTERM sent when step 2 is logged stops the job a step or two later, whatever the load.
+TOTAL_STEPS = 10
+KEPT_AT_THE_END = ["6", "8", "10"]
 # The official batch-norm rule, on 8 devices one group per device: the replicas' moving statistics would
 # differ, and resuming must still be bit-exact (steps.train_step keeps replica 0's on every replica).
-REFERENCE_GROUPS = {"batch_norm_group_size": "reference"}
+# RandAugment on the devices: each step's augmentation is drawn from its step number, so resumed steps
+# must replay the draws of the uninterrupted run.
+RECOVERY_SETTINGS = {
+    "num_train_steps": TOTAL_STEPS,
+    "checkpoint_every_steps": 2,
+    "batch_norm_group_size": "reference",
+    "augment": "randaugment",
+    "augment_on_device": True,
+}
 
 
 def recovery_config(data_dir, **overrides):
-    defaults = {"num_train_steps": TOTAL_STEPS, "checkpoint_every_steps": 2, **REFERENCE_GROUPS}
-    return tiny_config(data_dir, **{**defaults, **overrides})
+    return tiny_config(data_dir, **{**RECOVERY_SETTINGS, **overrides})
 
 
 def without_timing(metrics):
@@ -168,59 +183,47 @@ def test_a_failing_save_stops_the_job_and_leaves_the_previous_checkpoint_readabl
     _, metrics = trainer.train_and_evaluate(recovery_config(data_dir), workdir)
     assert without_timing(metrics) == without_timing(uninterrupted[1])
     # the half-written one gone
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == KEPT_AT_THE_END
 
 
-def _train_command(workdir, data_dir, *flags):
-    return [
-        sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
-        f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}",
-        f"--config.num_train_steps={TOTAL_STEPS}", "--config.checkpoint_every_steps=2",
-        "--config.batch_norm_group_size=reference", *flags,
-    ]
-
-
-def _train_env():
-    return dict(os.environ, XLA_FLAGS=xla_flags.for_devices(8), PYTHONUNBUFFERED="1")
-
-
-def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir, uninterrupted, tmp_path):
-    """SIGKILL (no handler runs) right after step 4 is logged, while the save of step 2 may still be
-    in flight and that of step 4 may have begun; the same command then resumes from the newest
-    complete checkpoint, whichever that was, and ends bit-identical to the uninterrupted run (its
-    train state and evaluation; the training-loss window is a log statistic of the steps a run did)."""
-    workdir = str(tmp_path / "run")
-    process = subprocess.Popen(
-        _train_command(workdir, data_dir, "--config.num_train_steps=1000"), cwd=REPO, env=_train_env(),
+def _start_train(workdir, data_dir, *flags):
+    """train.py with the recovery config (`--config.num_train_steps=...` among `flags` overrides it)."""
+    config = f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}"
+    settings = [f"--config.{key}={value}" for key, value in RECOVERY_SETTINGS.items()]
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}", config, *settings, *flags],
+        cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def _signal_once_logged(process, step, signal_number):
+    """Sends `signal_number` once the job has logged `step` (of its 1000); returns what it printed."""
     output = []
     for line in process.stdout:
         output.append(line)
-        if "step 4/1000" in line:
-            process.send_signal(signal.SIGKILL)
+        if f"step {step}/1000" in line:
+            process.send_signal(signal_number)
             break
-    process.communicate(timeout=120)
-    assert process.returncode == -signal.SIGKILL, "".join(output)[-3000:]
-    assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
+    rest, _ = process.communicate(timeout=300)
+    return "".join(output) + rest
 
-    result = subprocess.run(
-        _train_command(workdir, data_dir),
-        cwd=REPO,
-        env=_train_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    # A save cut off mid-write leaves a temporary directory: it is removed, never taken for a checkpoint.
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+
+def _finish(workdir, data_dir):
+    """The same command, restarted to run to TOTAL_STEPS: its output and final metrics."""
+    process = _start_train(workdir, data_dir)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
     with open(os.path.join(workdir, "final_metrics.json")) as f:
-        metrics = json.load(f)
+        return output, json.load(f)
+
+
+def assert_same_result(workdir, metrics, uninterrupted):
+    """Bit-identical train state to the uninterrupted run, and its evaluation: the same state evaluated
+    by an eval step compiled in another process, so the counts agree exactly and the mean losses to
+    float32 summation order (the training-loss window is a log statistic of the steps a run did)."""
     straight_workdir, straight_metrics = uninterrupted
     assert_same_state(read_state(workdir, TOTAL_STEPS), read_state(straight_workdir, TOTAL_STEPS))
-    # The same state, evaluated by an eval step compiled in another process: the counts agree
-    # exactly, the mean losses to float32 summation order.
     resumed, straight = evaluation_results(metrics), evaluation_results(straight_metrics)
     assert resumed.keys() == straight.keys()
     for key in resumed:
@@ -228,3 +231,46 @@ def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir,
             np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-5, err_msg=key)
         else:
             assert resumed[key] == straight[key], key
+
+
+def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, uninterrupted, tmp_path):
+    """Preempt a job with SIGTERM (a fresh process each time, as a preemption ends a job): it saves the
+    step it stopped at and exits 0; the same command resumes from that checkpoint and ends as the
+    uninterrupted run."""
+    workdir = str(tmp_path / "run")
+    process = _start_train(workdir, data_dir, "--config.num_train_steps=1000")
+    log = _signal_once_logged(process, 2, signal.SIGTERM)
+    assert process.returncode == 0, log[-3000:]
+    stopped_at = int(log.split("Stopped at step ")[1].split(" ")[0])
+    assert 2 <= stopped_at < TOTAL_STEPS, log[-3000:]
+    assert checkpointing.checkpoint_steps(workdir)[-1] == stopped_at
+
+    output, metrics = _finish(workdir, data_dir)
+    assert f"Resumed from the checkpoint of step {stopped_at}" in output
+    assert_same_result(workdir, metrics, uninterrupted)
+
+
+def test_a_job_killed_with_sigkill_resumes_to_the_uninterrupted_result(data_dir, uninterrupted, tmp_path):
+    """SIGKILL (no handler runs) right after step 4 is logged, while the save of step 2 may still be
+    in flight and that of step 4 may have begun; the same command then resumes from the newest
+    complete checkpoint, whichever that was, and ends bit-identical to the uninterrupted run."""
+    workdir = str(tmp_path / "run")
+    process = _start_train(workdir, data_dir, "--config.num_train_steps=1000")
+    log = _signal_once_logged(process, 4, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL, log[-3000:]
+    assert not os.path.exists(os.path.join(workdir, "final_metrics.json"))
+
+    _, metrics = _finish(workdir, data_dir)
+    # A save cut off mid-write leaves a temporary directory: it is removed, never taken for a checkpoint.
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == KEPT_AT_THE_END
+    assert_same_result(workdir, metrics, uninterrupted)
+
+
+def test_the_job_writes_its_config_and_event_files(uninterrupted):
+    """Beside its checkpoints, the uninterrupted run left the config it ran (config.json), TensorBoard
+    event files, and final metrics that count every test image once."""
+    workdir, metrics = uninterrupted
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert f.read().count('"dataset": "sklearn_digits"') == 1
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    assert metrics["eval_raw_num_examples"] == 360 and metrics["step"] == TOTAL_STEPS

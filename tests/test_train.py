@@ -1,8 +1,7 @@
-"""The training job: pmapped step equivalence, EMA, resume after preemption, and clear errors for
-bad configurations. Learning on real data: test_quickstart.py."""
+"""The training job: pmapped step equivalence, EMA, and clear errors for bad configurations. Resume
+after preemption: test_recovery.py; learning on real data: test_quickstart.py."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -10,14 +9,12 @@ import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 
 from efficientnet_jax import configuration, input_pipeline, normalizations, optim, steps, trainer
 from efficientnet_jax.model import EfficientNet
 from efficientnet_jax.normalizations import IMAGENET_NORMALIZATION
-from tests import xla_flags
 from tests.workers.tiny_config import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,70 +184,6 @@ def test_no_recompilation_after_the_first_step(data_dir):
         state, metrics = step(state, next(batches))
     jax.block_until_ready(metrics)
     assert compiles == []
-
-
-def _run_train(workdir, data_dir, *flags, wait=True):
-    command = [
-        sys.executable, os.path.join(REPO, "train.py"), f"--workdir={workdir}",
-        f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}", *flags,
-    ]
-    env = dict(os.environ, XLA_FLAGS=xla_flags.for_devices(2), PYTHONUNBUFFERED="1")
-    if not wait:
-        return subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
-def _load_checkpoint(workdir, step):
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "model"))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return restored.state
-
-
-def test_sigterm_saves_and_a_restart_resumes_bit_exactly(data_dir, tmp_path):
-    """Preempt a job with SIGTERM (a fresh process each time, as a preemption ends a job), restart
-    it, and compare with an uninterrupted run: parameters, EMA and optimizer state bit-exact, with
-    RandAugment on the devices (the resumed steps replay their augmentations) and the official
-    batch-norm rule (on 2 devices each replica alone)."""
-    interrupted = str(tmp_path / "interrupted")
-    on_device = ("--config.augment=randaugment", "--config.augment_on_device=True",
-                 "--config.batch_norm_group_size=reference")
-    process = _run_train(interrupted, data_dir, "--config.num_train_steps=1000", *on_device, wait=False)
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if "step 4/1000" in line:  # logged every 2 steps: stop a few steps into training
-            process.send_signal(signal.SIGTERM)
-            break
-    rest, _ = process.communicate(timeout=300)
-    log = "".join(output) + rest
-    assert process.returncode == 0, log[-3000:]
-    assert "Stopped at step" in log
-    stopped_at = int(log.split("Stopped at step ")[1].split(" ")[0])
-    assert stopped_at >= 4 and os.path.isdir(os.path.join(interrupted, "checkpoints", str(stopped_at)))
-
-    total = stopped_at + 3
-    resumed_log = _run_train(interrupted, data_dir, f"--config.num_train_steps={total}", *on_device)
-    assert f"Resumed from the checkpoint of step {stopped_at}" in resumed_log
-    straight = str(tmp_path / "straight")
-    _run_train(straight, data_dir, f"--config.num_train_steps={total}", *on_device)
-
-    a, b = _load_checkpoint(interrupted, total), _load_checkpoint(straight, total)
-    assert int(a["step"]) == int(b["step"]) == total
-    for key in ("params", "batch_stats", "opt_state", "ema_params", "ema_batch_stats"):
-        for x, y in zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key])):
-            np.testing.assert_array_equal(x, y, err_msg=key)
-
-
-def test_config_written_and_events_logged(data_dir, tmp_path):
-    workdir = tmp_path / "run"
-    _, metrics = trainer.train_and_evaluate(tiny_config(data_dir, num_train_steps=2), str(workdir))
-    assert (workdir / "config.json").read_text().count('"dataset": "sklearn_digits"') == 1
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
-    assert metrics["eval_raw_num_examples"] == 360 and metrics["step"] == 2
 
 
 @pytest.mark.parametrize(
