@@ -57,13 +57,17 @@ def random_classifier(variant: str, **overrides):
 
     spec = model_spec(variant, num_classes=1000, **overrides)
     model = EfficientNet(spec)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, spec.resolution, spec.resolution, 3)))
+    # Compiled, not op by op, and on a 32-pixel input (the variables do not depend on the image size):
+    # eagerly, they were the full-size export tests' largest cost (BENCHMARKS.md, "Deployment").
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     # momentum 0: the moving statistics become the batch's; no dropout or stochastic depth
     calibrating = EfficientNet(
         dataclasses.replace(spec, batch_norm_momentum=0.0, dropout_rate=0.0, drop_connect_rate=0.0)
     )
     images = steps.normalize(photograph_crops(spec.resolution, 8), IMAGENET_NORMALIZATION)
-    _, recalibrated = calibrating.apply(variables, images, train=True, mutable=["batch_stats"])
+    _, recalibrated = jax.jit(
+        lambda v, x: calibrating.apply(v, x, train=True, mutable=["batch_stats"])
+    )(variables, images)
     variables = {**variables, **recalibrated}
     record = ModelRecord.of(spec, IMAGENET_NORMALIZATION, eval_crop_padding=0)
     forward = jax.jit(

