@@ -124,9 +124,12 @@ def test_full_size_float_exports_match_jax(variant, tmp_path):
     """The full-size variants: exported from the deploy form (xla depthwise, batch norm folded),
     LiteRT (batch 1, uint8 pixels in), ONNX (batch 1, float; dynamic batch, uint8) and the SavedModel
     (dynamic batch, float) give the checkpoint's logits in their runtimes within FLOAT_TOLERANCE and
-    its top-1 on three real photographs; each file carries its sidecar and its metadata."""
+    its top-1 on three real photographs wherever that is decided (random weights give nearly flat
+    logits: an image whose two largest logits are closer than twice the tolerance may swap them by
+    rounding); each file carries its sidecar and its metadata."""
     classifier = random_classifier(variant)
     images = crops(classifier)
+    second, first = np.sort(classifier.logits(images), axis=-1)[:, -2:].T
     for format, batch, input in [
         ("litert", "1", "uint8"),
         ("onnx", "1", "float"),
@@ -139,8 +142,9 @@ def test_full_size_float_exports_match_jax(variant, tmp_path):
         )
         print(variant, format, batch, input, check.summary())
         assert check.images == 3, check
-        assert check.max_logit_difference <= export.FLOAT_TOLERANCE * check.logit_scale, (format, check)
-        assert check.top1_agreement == 1.0, (format, batch, check)
+        allowed = export.FLOAT_TOLERANCE * check.logit_scale
+        assert check.max_logit_difference <= allowed, (format, check)
+        assert check.top1_agreement >= np.mean(first - second > 2 * allowed), (format, batch, check)
         sidecar = deployed.read_description(output)
         assert sidecar == description and sidecar.model_record() == classifier.record
         assert embedded_metadata(format, output) == description.to_json()
