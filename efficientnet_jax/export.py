@@ -23,7 +23,9 @@ its own metadata. `check` runs what was written in its runtime against the JAX c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Callable
@@ -33,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from efficientnet_jax import deployed, layers, prediction
 from efficientnet_jax.deployed import Description
@@ -259,13 +262,19 @@ def to_onnx(function: Callable, input_shape: tuple, batch: str, input: str, text
 
     batch_dimension = jax.export.symbolic_shape("B")[0] if batch == "dynamic" else int(batch)
     dtype = jnp.uint8 if input == "uint8" else jnp.float32
-    model = jax2onnx.to_onnx(
-        function,
-        [jax.ShapeDtypeStruct((batch_dimension, *input_shape), dtype)],
-        model_name="efficientnet",
-        input_names=["images"],
-        output_names=["logits"],
-    )
+    # jax2onnx 0.12.5's flax Conv plugin print()s three DEBUG lines for every convolution it converts:
+    # they go to the log file, not the console.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model = jax2onnx.to_onnx(
+            function,
+            [jax.ShapeDtypeStruct((batch_dimension, *input_shape), dtype)],
+            model_name="efficientnet",
+            input_names=["images"],
+            output_names=["logits"],
+        )
+    if printed.getvalue():
+        logging.info("jax2onnx printed:\n%s", printed.getvalue().rstrip())
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_NAME, text
     return model.SerializeToString()

@@ -120,13 +120,13 @@ def test_real_lite0_weights_keep_top1_in_full_integer_int8(tmp_path):
 
 @pytest.mark.export_full
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_full_size_float_exports_match_jax(variant, tmp_path):
+def test_full_size_float_exports_match_jax(variant, tmp_path, capsys):
     """The full-size variants: exported from the deploy form (xla depthwise, batch norm folded),
     LiteRT (batch 1, uint8 pixels in), ONNX (batch 1, float; dynamic batch, uint8) and the SavedModel
     (dynamic batch, float) give the checkpoint's logits in their runtimes within FLOAT_TOLERANCE and
     its top-1 on three real photographs wherever that is decided (random weights give nearly flat
     logits: an image whose two largest logits are closer than twice the tolerance may swap them by
-    rounding); each file carries its sidecar and its metadata."""
+    rounding); each file carries its sidecar and its metadata; the converters print nothing."""
     classifier = random_classifier(variant)
     images = crops(classifier)
     second, first = np.sort(classifier.logits(images), axis=-1)[:, -2:].T
@@ -148,6 +148,7 @@ def test_full_size_float_exports_match_jax(variant, tmp_path):
         sidecar = deployed.read_description(output)
         assert sidecar == description and sidecar.model_record() == classifier.record
         assert embedded_metadata(format, output) == description.to_json()
+    assert "DEBUG" not in capsys.readouterr().out  # jax2onnx's prints go to the log (export.to_onnx)
 
 
 def test_bad_options_are_refused_before_anything_is_read(tmp_path):
