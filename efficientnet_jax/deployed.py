@@ -92,10 +92,11 @@ def _dequantize(values: np.ndarray, quantization: tuple[float, int] | None) -> n
 
 def litert_runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """Batch -> float32 logits with the LiteRT interpreter. A fixed-batch model runs any batch in pieces
-    of its size, the last one padded."""
+    of its size, the last one padded. `num_threads=None` is every core, as for the other runtimes: the
+    interpreter's own default is one thread (ai-edge-litert 2.3.0 passes `num_threads or 1`)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    interpreter = Interpreter(model_path=path, num_threads=num_threads or os.cpu_count() or 1)
     interpreter.allocate_tensors()
     (input_detail,), (output_detail,) = interpreter.get_input_details(), interpreter.get_output_details()
     batch = int(input_detail["shape"][0])
@@ -190,7 +191,8 @@ def normalize(pixels: np.ndarray, normalization: InputNormalization) -> np.ndarr
 
 
 def load(model_path: str, num_threads: int | None = None) -> DeployedModel:
-    """The exported file and its sidecar, in the runtime of its format (`num_threads`: the runtime's)."""
+    """The exported file and its sidecar, in the runtime of its format (`num_threads`: the runtime's;
+    None: every core)."""
     description = read_description(model_path)
     try:
         runner = RUNNERS[description.format]
