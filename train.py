@@ -5,8 +5,8 @@ Restarting the same command resumes from the newest checkpoint in the workdir.
 """
 
 import difflib
-import functools
 import os
+from typing import NoReturn
 
 from efficientnet_jax import console  # before anything imports TensorFlow: console.py imports it quietly
 
@@ -40,24 +40,23 @@ def check_keys(config, reference, prefix="config") -> None:
             check_keys(value, reference[key], f"{prefix}.{key}")
 
 
-def stop_for_lost_process(lost: list[int], message: str, progress: trainer.Progress) -> None:
+def stop_for_lost_process(loss: distributed.Loss) -> NoReturn:
     """The one line of a job that lost a process: which, at which step, and where a restart resumes."""
     steps = checkpointing.checkpoint_steps(FLAGS.workdir)
     directory = os.path.join(os.path.abspath(FLAGS.workdir), checkpointing.CHECKPOINTS_DIRECTORY)
     newest = f"the checkpoint of step {steps[-1]} in {directory}" if steps else None
     resume = newest or f"scratch (no checkpoint in {directory})"
     console.end_at_once(
-        f"{distributed.describe_lost(lost)} at step {progress.step}; stopping. Restart the job (every "
-        f"process) with the same command: it resumes from {resume}.",
-        message,
+        f"{loss} at step {loss.step or 0}; stopping. Restart the job (every process) with the same command: "
+        f"it resumes from {resume}.",
+        loss.details,
     )
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    progress = trainer.Progress()
-    distributed.initialize_from_flags(functools.partial(stop_for_lost_process, progress=progress))
+    distributed.initialize_from_flags(stop_for_lost_process)
     check_keys(FLAGS.config, default.get_config())
     console.log_to_file(FLAGS.log_dir or os.path.join(FLAGS.workdir, "logs"))
     logging.info(
@@ -67,7 +66,9 @@ def main(argv):
         jax.local_devices(),
     )
     try:
-        _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress)
+        _, final = trainer.train_and_evaluate(
+            FLAGS.config, FLAGS.workdir, trainer.Progress(on_step=distributed.report_step)
+        )
     except Exception as error:
         distributed.await_lost_process_report(error)
         raise

@@ -29,10 +29,8 @@ from jax.experimental import multihost_utils
 
 from efficientnet_jax import errors, progressive, steps
 from efficientnet_jax.configuration import (
-    EVAL_PREPROCESSINGS,
     OFFICIAL_RESIZE_METHODS,
     REFERENCE_EVAL_CROP_PADDING,
-    RESIZE_METHODS,
     Preprocessing,
 )
 from efficientnet_jax.model import EfficientNet
@@ -188,6 +186,10 @@ class ModelRecord:
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(self.eval_preprocessing, self.eval_crop_padding, self.resize_method)
 
+    def resolution(self) -> int:
+        """The image size the weights were evaluated at (their spec's)."""
+        return complete_saved_spec(self.spec)["resolution"]
+
 
 def describe_spec(description: dict[str, Any]) -> str:
     return (
@@ -323,7 +325,8 @@ def abstract_variables(spec: ModelSpec) -> dict[str, Any]:
 
 
 def read_model_record(step_directory: str) -> ModelRecord:
-    """The `model` item of a step directory (on the calling process; see `read_input_normalization`)."""
+    """The `model` item of a step directory, on the calling process (`read_shared_model_record`: on
+    every host)."""
     return ModelRecord.from_json(read_items(step_directory, model=ocp.args.JsonRestore()).model)
 
 
@@ -370,44 +373,20 @@ def normalization_from_array(array: np.ndarray) -> InputNormalization:
     return InputNormalization(mean=tuple(mean), std=tuple(std))
 
 
-def read_input_normalization(step_directory: str) -> InputNormalization:
-    """The input normalisation the weights at `step_directory` were trained with, read by process 0
-    and given to every host."""
-    array = on_coordinator(
-        lambda: normalization_to_array(read_model_record(step_directory).input_normalization),
-        lambda: normalization_to_array(IMAGENET_NORMALIZATION),
-    )
-    return normalization_from_array(array)
+def read_shared_model_record(step_directory: str) -> ModelRecord:
+    """The `model` item of a step directory, read by process 0 and given to every host (its JSON, as
+    bytes: a broadcast carries arrays), so that every host evaluates and trains with the normalisation,
+    preprocessing and size process 0 read. Two broadcasts: the length, then the bytes."""
+    encoded: list[np.ndarray] = []
 
+    def read_length() -> np.ndarray:
+        text = json.dumps(read_model_record(step_directory).to_json())
+        encoded.append(np.frombuffer(text.encode(), np.uint8))
+        return np.array(encoded[0].size, np.int32)
 
-def read_preprocessing(step_directory: str) -> Preprocessing:
-    """How the weights at `step_directory` were evaluated (crop, padding, resize), read by process 0
-    and given to every host (as indices into the known names: a broadcast carries numbers)."""
-
-    def as_array(preprocessing: Preprocessing) -> np.ndarray:
-        return np.array([
-            EVAL_PREPROCESSINGS.index(preprocessing.eval_preprocessing),
-            preprocessing.eval_crop_padding,
-            RESIZE_METHODS.index(preprocessing.resize_method),
-        ], np.int32)
-
-    array = on_coordinator(
-        lambda: as_array(read_model_record(step_directory).preprocessing()),
-        lambda: as_array(ModelRecord(spec={}).preprocessing()),
-    )
-    crop, padding, resize = (int(value) for value in array)
-    return Preprocessing(EVAL_PREPROCESSINGS[crop], padding, RESIZE_METHODS[resize])
-
-
-def read_resolution(step_directory: str) -> int:
-    """The image size the weights at `step_directory` were evaluated at (their spec's resolution), read
-    by process 0 and given to every host."""
-    return int(
-        on_coordinator(
-            lambda: np.array(complete_saved_spec(read_model_record(step_directory).spec)["resolution"]),
-            lambda: np.array(0),
-        )
-    )
+    length = int(on_coordinator(read_length, lambda: np.array(0, np.int32)))
+    data = on_coordinator(lambda: encoded[0], lambda: np.zeros(length, np.uint8))
+    return ModelRecord.from_json(json.loads(np.asarray(data, np.uint8).tobytes()))
 
 
 def read_variables(location: CheckpointLocation, spec: ModelSpec, weights: str) -> dict[str, Any]:

@@ -187,11 +187,27 @@ def run(main: Callable[[list[str]], None]) -> None:
     app.run(quiet_main, flags_parser=parse_flags)
 
 
+_log_file: str | None = None
+
+
+def log_file() -> str | None:
+    """The log file `log_to_file` opened, if any."""
+    return _log_file
+
+
+def add_log_file(path: str) -> None:
+    """Every log record from here on also goes to the file at `path` (appended to)."""
+    handler = python_logging.FileHandler(path)
+    handler.setFormatter(logging.PythonFormatter())
+    python_logging.getLogger().addHandler(handler)
+
+
 def log_to_file(directory: str | None) -> str | None:
     """Every log record (all libraries, INFO and up) also goes to `<directory>/<program>.log`, after
     TensorFlow's start-up lines; nothing without a `directory`. In a multi-process job, one file per
     process (`train.process1.log`), since hosts may share the directory: call it after
     `jax.distributed.initialize`. Returns the file's path."""
+    global _log_file
     if not directory:  # absl's --log_dir is "" when not given
         return None
     name = os.path.splitext(_program())[0]
@@ -200,13 +216,13 @@ def log_to_file(directory: str | None) -> str | None:
     path = os.path.join(os.path.abspath(directory), f"{name}.log")
     try:
         os.makedirs(directory, exist_ok=True)
-        handler = python_logging.FileHandler(path)
+        if _TENSORFLOW_STARTUP is not None:
+            _TENSORFLOW_STARTUP.seek(0)
+            with open(path, "a") as f:
+                f.write(_TENSORFLOW_STARTUP.read())
+        add_log_file(path)
     except OSError as error:
         raise app.UsageError(f"Cannot write the log file {path} ({error.strerror or error}).") from error
-    handler.setFormatter(logging.PythonFormatter())
-    if _TENSORFLOW_STARTUP is not None:
-        _TENSORFLOW_STARTUP.seek(0)
-        handler.stream.write(_TENSORFLOW_STARTUP.read())
-    python_logging.getLogger().addHandler(handler)
+    _log_file = path
     logging.info("Full log, every library's lines included: %s", path)
     return path

@@ -86,15 +86,12 @@ class Evaluator:
         if weights not in WEIGHT_FIELDS:
             raise ValueError(f"weights must be one of {sorted(WEIGHT_FIELDS)}, got {weights!r}.")
         where = location.step_directory
+        record = checkpointing.read_shared_model_record(where)
         normalization = configuration.resolve_input_normalization(
-            self.config, checkpointing.read_input_normalization(where), where
+            self.config, record.input_normalization, where
         )
-        preprocessing = configuration.resolve_preprocessing(
-            self.config, checkpointing.read_preprocessing(where), where
-        )
-        image_size = configuration.resolve_image_size(
-            self.config, checkpointing.read_resolution(where), where
-        )
+        preprocessing = configuration.resolve_preprocessing(self.config, record.preprocessing(), where)
+        image_size = configuration.resolve_image_size(self.config, record.resolution(), where)
         # The split and the batch size are checked before the weights are read.
         batches, _ = input_pipeline.create_eval_iterator(
             configuration.with_preprocessing(self.config, preprocessing, image_size), self.split

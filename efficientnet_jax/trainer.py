@@ -70,7 +70,8 @@ class _PreemptionFlag:
 
     def __enter__(self):
         def handler(signum, frame):
-            logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+            if not self.requested:  # a scheduler may signal both a supervised process and its parent
+                logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
             self.requested = True
 
         try:
@@ -96,10 +97,17 @@ class _PreemptionFlag:
 
 @dataclasses.dataclass
 class Progress:
-    """How far a running job has got, for a thread that reports on it while the loop may be blocked in a
-    collective (train.py, when another process of the job is lost): the steps dispatched so far."""
+    """How far a running job has got: the steps dispatched so far, and `on_step`, told of each as it is
+    dispatched (train.py: for the line that names the step at which another process was lost, given
+    while the loop may be blocked in a collective)."""
 
     step: int = 0
+    on_step: Callable[[int], None] | None = None
+
+    def at(self, step: int) -> None:
+        self.step = step
+        if self.on_step is not None:
+            self.on_step(step)
 
 
 class NonFiniteError(errors.UserError, FloatingPointError):
@@ -233,8 +241,8 @@ def train_and_evaluate(
         if start_step:
             logging.info("Resumed from the checkpoint of step %d in %s.", start_step, checkpointer.directory)
             weights_source = os.path.join(checkpointer.directory, str(start_step))
-            weights_normalization = checkpointing.read_input_normalization(weights_source)
-            weights_preprocessing = checkpointing.read_preprocessing(weights_source)
+            record = checkpointing.read_shared_model_record(weights_source)
+            weights_normalization, weights_preprocessing = record.input_normalization, record.preprocessing()
             checkpointing.check_same_schedule(weights_source, saved_schedule)
         elif pretrained is not None:
             state = finetuning.start_from(state, pretrained, tx)
@@ -308,7 +316,8 @@ def train_and_evaluate(
         pending_metrics = []
         last_metrics = None
         eval_results: dict[str, float] = {}
-        step = progress.step = start_step
+        step = start_step
+        progress.at(step)
         window_start, window_step = time.perf_counter(), start_step
         stage = None
         with _PreemptionFlag() as preemption:
@@ -325,7 +334,7 @@ def train_and_evaluate(
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
                 step += 1
-                progress.step = step
+                progress.at(step)
                 pending_metrics.append(metrics)
                 # the stage's train step compiled: time it, leave it out of img/s
                 if step == stage_start_step + 1:

@@ -207,10 +207,9 @@ def test_evaluation_follows_the_eval_preprocessing_saved_with_the_weights(
     pixels, and differ from the original's own. That config, set against the original's record, is
     used, with one warning naming both preprocessings and one naming both sizes."""
     location = checkpointing.locate_checkpoint(workdir)
-    assert checkpointing.read_preprocessing(location.step_directory) == configuration.Preprocessing(
-        "efficientnet", 0, "tf1_bicubic"
-    )
-    assert checkpointing.read_resolution(location.step_directory) == 16
+    record = checkpointing.read_shared_model_record(location.step_directory)
+    assert record.preprocessing() == configuration.Preprocessing("efficientnet", 0, "tf1_bicubic")
+    assert record.resolution() == 16
     own = evaluator.evaluate(location, "raw")  # the EMA of three steps is near the uniform prediction
     assert own["image_size"] == 16
     copy = shutil.copytree(location.step_directory, tmp_path / "3")

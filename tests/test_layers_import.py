@@ -33,7 +33,10 @@ LAYERS = (
     ),
     ("jobs", ("trainer", "evaluation", "prediction", "scaling_report")),
     ("deployment", ("deployed", "export")),  # reads checkpoints as prediction does; converters inside
-    ("entry points", ("console", "distributed", "pretrained", "pretrained.command", "pretrained.__main__")),
+    (
+        "entry points",
+        ("console", "supervision", "distributed", "pretrained", "pretrained.command", "pretrained.__main__"),
+    ),
 )
 # configs/ may import the package's layers up to this one (scaling, provenance, configuration, ...).
 CONFIGS_TOP_LAYER = "configuration"

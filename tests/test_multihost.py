@@ -3,16 +3,19 @@ process with all their devices, and a job that loses one of its processes."""
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 
 from configs import quickstart
-from efficientnet_jax import checkpointing, input_pipeline
+from efficientnet_jax import checkpointing, input_pipeline, supervision
 from tests import xla_flags
+from tests.workers import supervised_worker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "workers", "multihost_worker.py")
@@ -98,19 +101,22 @@ def test_each_host_reads_its_own_shard(data_dir):
     assert len(seen[0] | seen[1]) == 2 * (1437 // 2 // 16) * 16
 
 
-def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeout(data_dir, tmp_path):
-    """Two train.py processes on loopback; process 1 is SIGKILLed mid-run. Process 0 must not wait
-    forever in a collective, nor end through JAX's C++ abort: within --heartbeat_timeout_s (10 s here)
-    and the watch's one-second beat it ends with status 1 and one line naming the lost process, the
-    step and the checkpoint a restart resumes from (the newest complete one), the details in its log."""
+@pytest.mark.parametrize("killed", [1, 0], ids=["a worker", "the coordinator"])
+def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeout(data_dir, tmp_path, killed):
+    """Two train.py processes on loopback sharing a workdir; one is SIGKILLed mid-run. The other must not
+    wait forever in a collective, nor end through JAX's C++ abort (what JAX does when process 0, which
+    runs the coordination service, is gone): within --heartbeat_timeout_s (10 s here) and the watch's
+    one-second beat it ends with status 1 and one line naming the lost process, the step and the
+    checkpoint a restart resumes from (the newest complete one), the details in its log."""
     heartbeat_timeout_s, bound_s = 10, 25
+    survivor_id = 1 - killed
     port = _free_port()
     env = dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, XLA_FLAGS=xla_flags.for_devices(2),
                PYTHONUNBUFFERED="1")
 
     def start(process_id, **streams):
         return subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={tmp_path / f'host{process_id}'}",
+            [sys.executable, os.path.join(REPO, "train.py"), f"--workdir={tmp_path}",
              f"--config={os.path.join(REPO, 'tests', 'workers', 'tiny_config.py')}:{data_dir}",
              "--config.num_train_steps=100000", "--config.checkpoint_every_steps=2",
              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={process_id}",
@@ -118,8 +124,8 @@ def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeou
             cwd=REPO, env=env, text=True, **streams,
         )
 
-    survivor = start(0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    victim = start(1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    survivor = start(survivor_id, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = start(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         output = []
         for line in survivor.stdout:
@@ -127,7 +133,7 @@ def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeou
             if "step 4/100000" in line:
                 break
         assert victim.poll() is None and survivor.poll() is None, "".join(output)[-3000:]
-        victim.kill()
+        victim.kill()  # the supervising parent: its child, the process in the job, ends within a second
         killed_at = time.monotonic()
         rest, _ = survivor.communicate(timeout=bound_s + 60)
         elapsed = time.monotonic() - killed_at
@@ -141,13 +147,77 @@ def test_a_killed_host_stops_the_other_with_one_line_within_the_heartbeat_timeou
         assert sign_of_a_crash not in rest, rest[-3000:]
     ours = [line for line in rest.splitlines() if line.startswith("train.py:")]
     assert len(ours) == 1 and rest.rstrip().endswith(ours[0]), rest[-3000:]
-    checkpoints = tmp_path / "host0" / "checkpoints"
-    newest = max(checkpointing.checkpoint_steps(str(tmp_path / "host0")))
+    newest = max(checkpointing.checkpoint_steps(str(tmp_path)))
+    cause = f"no heartbeat for {heartbeat_timeout_s} s" if killed else supervision.SERVICE_LOST
     match = re.fullmatch(
-        rf"train.py: process 1 of 2 was lost \(no heartbeat for {heartbeat_timeout_s} s\) at step (\d+); "
+        rf"train.py: process {killed} of 2 was lost \({cause}\) at step (\d+); "
         rf"stopping\. Restart the job \(every process\) with the same command: it resumes from the "
-        rf"checkpoint of step {newest} in {re.escape(str(checkpoints))}\.",
+        rf"checkpoint of step {newest} in {re.escape(str(tmp_path / 'checkpoints'))}\.",
         ours[0],
     )
     assert match and int(match.group(1)) >= max(newest, 4), ours[0]
-    assert "Heartbeat counts" in (tmp_path / "host0" / "logs" / "train.process0.log").read_text()
+    log = (tmp_path / "logs" / f"train.process{survivor_id}.log").read_text()
+    assert ("Heartbeat counts" if killed else "coordination service") in log, log[-3000:]
+
+
+SUPERVISED = supervised_worker.__file__
+
+
+def _supervised(mode, **streams):
+    return subprocess.Popen([sys.executable, SUPERVISED, mode], cwd=REPO, text=True, **streams)
+
+
+def _ended(pid, within_s):
+    """Whether process `pid` is gone or a zombie within `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("mode", ["abort", "lost", "crash"])
+def test_the_supervising_parent_names_a_lost_process_and_passes_any_other_ending_through(mode):
+    """supervision.run_child, acted out without JAX (tests/workers/supervised_worker.py): JAX's abort for
+    an unreachable coordination service, and a loss the child's watch reported, end with the entry
+    point's one line, whatever C++ records and abort output came before it (held, handed to the line's
+    callback for the log file); any other ending passes through with its output and exit status."""
+    process = _supervised(mode, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate(timeout=60)
+    if mode == "crash":
+        assert process.returncode == 3
+        assert stderr.startswith("E1205")
+        assert stderr.endswith("Traceback (most recent call last):\nRuntimeError: a bug\n")
+        return
+    assert process.returncode == 1, stderr
+    expected = {
+        "abort": "supervised_worker.py: process [0] of 2 lost (its coordination service stopped answering) "
+        "at step 7; no details\n",
+        "lost": "supervised_worker.py: process [1] of 2 lost (no heartbeat for 10 s) at step 5; "
+        "counts unchanged\n",
+    }[mode]
+    assert stderr == expected
+    if mode == "abort":
+        assert stdout == supervised_worker.CPP_WARNING + supervised_worker.JAX_ABORT
+
+
+def test_the_supervising_parent_forwards_sigterm_and_its_loss_ends_the_child():
+    """SIGTERM to the parent reaches the child (which stops and exits 0, so does the parent); a SIGKILLed
+    parent's child ends within a second, as a lost host's process must."""
+    for parent_signal in (signal.SIGTERM, signal.SIGKILL):
+        process = _supervised("sigterm", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ready = process.stderr.readline()
+        assert ready.startswith("ready "), ready
+        child = int(ready.split()[1])
+        process.send_signal(parent_signal)
+        if parent_signal == signal.SIGTERM:
+            _, stderr = process.communicate(timeout=60)
+            assert process.returncode == 0 and stderr.endswith("trainer.py:1] stopped by signal 15\n"), stderr
+        else:
+            process.wait(timeout=60)
+            assert _ended(child, within_s=3), "the child outlived its parent"
