@@ -165,6 +165,30 @@ def test_the_preprocessing_is_the_configs_else_the_weights_else_the_baselines(ca
         configuration.validate(config)
 
 
+def test_the_image_size_is_the_configs_else_the_weights_else_the_variants(caplog):
+    """configs/default.py leaves config.image_size unset: a job from scratch takes its variant's size
+    (B0 224, V2-S 384), an evaluation the checkpoint's record's, without a word. A size the config sets
+    wins, with a warning naming both."""
+    config = default.get_config()
+    configuration.validate(config)
+    assert configuration.resolve_image_size(config) == configuration.train_image_size(config) == 224
+    config.model.variant = "efficientnetv2-s"
+    assert configuration.resolve_image_size(config) == 384
+    caplog.clear()
+    assert configuration.resolve_image_size(config, 300, "/runs/v2s") == 300
+    assert not caplog.records
+    config.image_size = 224
+    assert configuration.resolve_image_size(config, 384, "/runs/v2s") == 224
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert warning == (
+        "config.image_size=224 differs from 384, the size the weights of /runs/v2s were evaluated at; using "
+        "224 as set. Unset config.image_size to follow the weights."
+    )
+    config.image_size = 0
+    with pytest.raises(configuration.ConfigError, match="config.image_size must be positive, got 0"):
+        configuration.validate(config)
+
+
 # --- The eval crop of google/automl efficientnetv2/preprocessing.py ----------------------------------
 
 HEIGHT, WIDTH = 375, 500  # odd margins on both axes at 224: 375 - 328 = 47, 500 - 328 = 172 (even)
@@ -488,27 +512,3 @@ def test_our_normalisation_of_every_timm_v2_tag_is_timms_or_the_official_128():
         else:
             assert ours == theirs, tag
     assert V2.mean[0] - SIGNED_UNIT.mean[0] == V2.std[0] - SIGNED_UNIT.std[0] == 0.5
-
-
-def test_the_image_size_is_the_configs_else_the_weights_else_the_variants(caplog):
-    """configs/default.py leaves config.image_size unset: a job from scratch takes its variant's size
-    (B0 224, V2-S 384), an evaluation the checkpoint's record's, without a word. A size the config sets
-    wins, with a warning naming both."""
-    config = default.get_config()
-    configuration.validate(config)
-    assert configuration.resolve_image_size(config) == configuration.train_image_size(config) == 224
-    config.model.variant = "efficientnetv2-s"
-    assert configuration.resolve_image_size(config) == 384
-    caplog.clear()
-    assert configuration.resolve_image_size(config, 300, "/runs/v2s") == 300
-    assert not caplog.records
-    config.image_size = 224
-    assert configuration.resolve_image_size(config, 384, "/runs/v2s") == 224
-    (warning,) = [record.getMessage() for record in caplog.records]
-    assert warning == (
-        "config.image_size=224 differs from 384, the size the weights of /runs/v2s were evaluated at; using "
-        "224 as set. Unset config.image_size to follow the weights."
-    )
-    config.image_size = 0
-    with pytest.raises(configuration.ConfigError, match="config.image_size must be positive, got 0"):
-        configuration.validate(config)
