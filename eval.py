@@ -50,8 +50,8 @@ flags.DEFINE_float(
 
 
 def report(results: dict, path: str) -> None:
-    logging.info("Wrote %s", path)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # the one that wrote it (evaluation.write_results)
+        logging.info("Wrote %s", path)
         print(json.dumps(results, indent=2, sort_keys=True), flush=True)
 
 
