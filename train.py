@@ -66,9 +66,7 @@ def main(argv):
         jax.local_devices(),
     )
     try:
-        _, final = trainer.train_and_evaluate(
-            FLAGS.config, FLAGS.workdir, trainer.Progress(on_step=distributed.report_step)
-        )
+        _, final = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, distributed.report_step)
     except Exception as error:
         distributed.await_lost_process_report(error)
         raise

@@ -11,9 +11,9 @@ multi-process flags, start themselves again as a child with the same command lin
 - the child's stdout is the parent's; its stderr passes through the parent line by line, except the
   C++ log records (held until a Python record or the entry point's own line follows them) and
   everything after JAX's fatal line;
-- the child reports, on a pipe of its own (`report`), its process index, the job's process count, its
-  step and its log file once a second, and a lost process when its heartbeat watch finds one (it then
-  exits at once, leaving the line to the parent);
+- the child reports, on a pipe of its own (`report`), its process index, the job's process count and
+  its log file once a second, its step as each is dispatched, and a lost process when its heartbeat
+  watch finds one (it then exits at once, leaving the line to the parent);
 - when the child reported a lost process, or was aborted by JAX because process 0's coordination
   service stopped answering, the parent ends with the entry point's one line (the held lines go to
   the log file); any other ending passes through as it came, with the child's exit status;

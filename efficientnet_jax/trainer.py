@@ -95,21 +95,6 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
 
-@dataclasses.dataclass
-class Progress:
-    """How far a running job has got: the steps dispatched so far, and `on_step`, told of each as it is
-    dispatched (train.py: for the line that names the step at which another process was lost, given
-    while the loop may be blocked in a collective)."""
-
-    step: int = 0
-    on_step: Callable[[int], None] | None = None
-
-    def at(self, step: int) -> None:
-        self.step = step
-        if self.on_step is not None:
-            self.on_step(step)
-
-
 class NonFiniteError(errors.UserError, FloatingPointError):
     """Training produced a NaN or an infinity; the message names the step and the last good checkpoint."""
 
@@ -179,13 +164,13 @@ def _start_stage(
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, progress: Progress | None = None
+    config: ml_collections.ConfigDict, workdir: str, on_step: Callable[[int], None] = lambda step: None
 ) -> tuple[TrainState, dict[str, Any]]:
     """Trains (resuming from the newest checkpoint in `workdir`; a fresh job with config.init_checkpoint
     starts from that checkpoint's weights, finetuning.py), evaluates raw and EMA weights, and
     returns the final (unreplicated) state and metrics. The single entry point of train.py and of
-    the tests. `progress`, when given, follows the step."""
-    progress = progress or Progress()
+    the tests. `on_step` is told of each step as it is dispatched (train.py: for the line that names
+    the step at which another process was lost, given while the loop may be blocked in a collective)."""
     configuration.validate(config)
     _check_workdir(workdir)
     is_coordinator = jax.process_index() == 0
@@ -317,7 +302,7 @@ def train_and_evaluate(
         last_metrics = None
         eval_results: dict[str, float] = {}
         step = start_step
-        progress.at(step)
+        on_step(step)
         window_start, window_step = time.perf_counter(), start_step
         stage = None
         with _PreemptionFlag() as preemption:
@@ -334,7 +319,7 @@ def train_and_evaluate(
                 batch = next(train_batches)
                 state, metrics = p_train_step(state, batch)
                 step += 1
-                progress.at(step)
+                on_step(step)
                 pending_metrics.append(metrics)
                 # the stage's train step compiled: time it, leave it out of img/s
                 if step == stage_start_step + 1:
